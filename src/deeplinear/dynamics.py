@@ -43,7 +43,9 @@ def _check_depth(depth: int) -> int:
 def _check_matrix(name: str, A: jax.Array) -> jax.Array:
     A = jnp.asarray(A)
     if A.ndim != 2:
-        raise ValueError(f"{name} must be a matrix (2-d array); got shape {A.shape}. Use jax.vmap for batches")
+        raise ValueError(
+            f"{name} must be a matrix (2-d array); got shape {A.shape}. Use jax.vmap for batches"
+        )
     return A
 
 
@@ -141,22 +143,26 @@ def end_to_end_update(
 def preconditioner(W: jax.Array, depth: int) -> jax.Array:
     """Explicit ``P_W = Σ_j [WᵀW]^{(N-j)/N} ⊗ [WWᵀ]^{(j-1)/N}`` (§2.7), size ``d_N d_0``.
 
-    Acts on column-major vec: ``vec(P_W(G)) = P_W @ G.ravel(order="F")`` (``vec(AXB) = (Bᵀ⊗A)vec X``).
-    Built from :func:`fractional_power`, independently of the SVD route of :func:`apply_preconditioner`.
+    Acts on column-major vec: ``vec(P_W(G)) = P_W @ G.ravel(order="F")``, since
+    ``vec(AXB) = (Bᵀ⊗A) vec X``. Built from :func:`fractional_power`, independently of the SVD
+    route of :func:`apply_preconditioner`.
     """
     depth = _check_depth(depth)
     W = _check_matrix("W", W)
     left, right = W @ W.T, W.T @ W
     return sum(
-        jnp.kron(fractional_power(right, (depth - j) / depth), fractional_power(left, (j - 1) / depth))
+        jnp.kron(
+            fractional_power(right, (depth - j) / depth), fractional_power(left, (j - 1) / depth)
+        )
         for j in range(1, depth + 1)
     )
 
 
 def preconditioner_eigenvalues(W: jax.Array, depth: int) -> jax.Array:
     """Eigenvalues of ``P_W`` in closed form (§2.7): a ``(d_N, d_0)`` grid ``K`` whose entry
-    ``K[r, r'] = Σ_j σ_r^{2(N-j)/N} σ_{r'}^{2(j-1)/N}`` belongs to the eigenvector ``vec(u_r v_{r'}ᵀ)``
-    (σ padded with zeros, 0^0 = 1). ``K.min() >= σ_min(W)^{2(N-1)/N}`` (Corollary, §2.7)."""
+    ``K[r, r'] = Σ_j σ_r^{2(j-1)/N} σ_{r'}^{2(N-j)/N}`` belongs to the eigenvector
+    ``vec(u_r v_{r'}ᵀ)`` (σ padded with zeros, 0^0 = 1).
+    ``K.min() >= σ_min(W)^{2(N-1)/N}`` (Corollary, §2.7)."""
     depth = _check_depth(depth)
     _, s_left, s_right, _ = _full_svd(_check_matrix("W", W))
     return _kernel(s_left, s_right, depth)
@@ -169,7 +175,7 @@ def single_output_flow(w: jax.Array, grad: jax.Array, depth: int) -> jax.Array:
     depth = _check_depth(depth)
     w, grad = jnp.asarray(w), jnp.asarray(grad)
     if not (w.ndim == 1 or (w.ndim == 2 and w.shape[0] == 1)):
-        raise ValueError(f"w must be a row vector (d_0,) or (1, d_0) (d_N = 1), got shape {w.shape}")
+        raise ValueError(f"w must be a row vector (d_0,) or (1, d_0) (d_N = 1); got {w.shape}")
     if grad.shape != w.shape:
         raise ValueError(f"grad must have the shape of w {w.shape}, got {grad.shape}")
     return _single_output_formula(w, grad, depth)
@@ -245,14 +251,15 @@ def _match(prev_U: jax.Array, prev_V: jax.Array, U: jax.Array, V: jax.Array) -> 
 
 
 def track_signed_svd(Ws: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Follow the signed SVD ``W(t) = U(t) diag(σ(t)) V(t)ᵀ`` along a sequence (§2.12, §4 pitfall 6).
+    """Follow the signed SVD ``W(t) = U(t) diag(σ(t)) V(t)ᵀ`` through time (§2.12, §4 pitfall 6).
 
     Numerical SVDs return sorted non-negative σ's with arbitrary signs; here each frame's singular
     pairs are permuted to best match the previous frame (max ``|⟨u,u'⟩| + |⟨v,v'⟩|``) and their
     signs fixed so ``⟨u_r(t), u_r(t-1)⟩ > 0`` and ``⟨v_r(t), v_r(t-1)⟩ > 0``; σ_r absorbs the sign.
     The first frame is the ordinary SVD. Frames must be close enough for the overlaps to decide.
 
-    Args: ``Ws`` of shape ``(T, d_N, d_0)``. Returns ``U (T, d_N, k)``, ``s (T, k)``, ``V (T, d_0, k)``.
+    Args: ``Ws`` of shape ``(T, d_N, d_0)``.
+    Returns: ``U (T, d_N, k)``, ``s (T, k)``, ``V (T, d_0, k)`` with ``k = min(d_N, d_0)``.
     """
     Ws = jnp.asarray(Ws)
     if Ws.ndim != 3:
