@@ -1,0 +1,326 @@
+"""Datasets for the implicit-acceleration experiments (§E1, §E2), read from user-given paths.
+
+Nothing here touches the network: real data sets are read from files the user supplies
+(UCI "Gas Sensor Array Drift" ``batchK.dat`` files, MNIST IDX files), and the offline defaults
+are the data sets bundled with scikit-learn (``load_diabetes`` for regression, ``load_digits``
+for images). Malformed or missing files raise ``FileNotFoundError``/``ValueError`` naming the
+path and what is wrong.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "GAS_SENSOR_FEATURES",
+    "ImageData",
+    "RegressionData",
+    "diabetes_regression",
+    "digits_images",
+    "load_gas_sensor",
+    "load_mnist",
+    "read_gas_sensor_file",
+    "read_idx",
+    "standardize",
+]
+
+GAS_SENSOR_FEATURES = 128
+"""Feature count of the gas sensor array data (16 sensors x 8 features, §E1)."""
+
+_GAS_NAMES = {1: "ethanol", 2: "ethylene", 3: "ammonia", 4: "acetaldehyde", 5: "acetone",
+              6: "toluene"}
+
+
+@dataclass(frozen=True)
+class RegressionData:
+    """A regression data set: ``X`` is (m, d) and ``y`` is (m,), both float64.
+
+    ``x_mean``/``x_std``/``y_mean``/``y_std`` are the statistics removed by standardization
+    (zeros and ones when the data were not standardized), so predictions map back as
+    ``y_raw = y_std * y + y_mean``.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    name: str
+    x_mean: np.ndarray
+    x_std: np.ndarray
+    y_mean: float
+    y_std: float
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """Images ``(m, channels, height, width)`` float64 in [0, 1] and integer labels ``(m,)``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    name: str
+    num_classes: int
+
+
+def standardize(
+    X: np.ndarray, y: np.ndarray, *, name: str = "data"
+) -> RegressionData:
+    """Center and scale every feature column and the target to unit variance (§4 pitfall 11).
+
+    Constant columns are centered but not scaled (their std is taken as 1), so they become 0.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"standardize: X must be (m, d) and y (m,), got X{X.shape} and y{y.shape}"
+        )
+    if X.shape[0] < 2:
+        raise ValueError(f"standardize: need at least 2 examples, got {X.shape[0]}")
+    x_mean = X.mean(axis=0)
+    x_std = X.std(axis=0)
+    x_std = np.where(x_std > 0, x_std, 1.0)
+    y_mean = float(y.mean())
+    y_std = float(y.std()) or 1.0
+    return RegressionData(
+        X=(X - x_mean) / x_std, y=(y - y_mean) / y_std, name=name,
+        x_mean=x_mean, x_std=x_std, y_mean=y_mean, y_std=y_std,
+    )
+
+
+def _raw(X: np.ndarray, y: np.ndarray, name: str) -> RegressionData:
+    d = X.shape[1]
+    return RegressionData(X=X, y=y, name=name, x_mean=np.zeros(d), x_std=np.ones(d),
+                          y_mean=0.0, y_std=1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# UCI Gas Sensor Array Drift (§E1)
+# --------------------------------------------------------------------------------------------
+
+
+def read_gas_sensor_file(
+    path: str | os.PathLike[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read one ``batchK.dat`` file of the UCI Gas Sensor Array Drift data set.
+
+    Each line reads ``gas;concentration 1:v1 2:v2 ... 128:v128`` (libsvm-like, 1-based feature
+    indices, gas id 1..6, concentration in ppmv).
+
+    Returns:
+        ``(gas, concentration, features)`` with shapes ``(m,)`` int, ``(m,)`` and ``(m, 128)``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"gas sensor file {str(p)!r} does not exist (expected batchK.dat)")
+    gas: list[int] = []
+    conc: list[float] = []
+    rows: list[np.ndarray] = []
+    with p.open("r", encoding="ascii", errors="replace") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            head, _, rest = line.partition(" ")
+            label, sep, value = head.partition(";")
+            where = f"{str(p)!r} line {lineno}"
+            if not sep:
+                raise ValueError(
+                    f"gas sensor file {where}: expected 'gas;concentration idx:val ...', "
+                    f"got {line[:40]!r}"
+                )
+            try:
+                g = int(float(label))
+                c = float(value)
+            except ValueError:
+                raise ValueError(
+                    f"gas sensor file {where}: label {head!r} is not 'int;float'"
+                ) from None
+            row = np.full(GAS_SENSOR_FEATURES, np.nan)
+            for token in rest.split():
+                idx, colon, val = token.partition(":")
+                try:
+                    j = int(idx)
+                    v = float(val)
+                except ValueError:
+                    j, v = -1, 0.0
+                if not colon or not 1 <= j <= GAS_SENSOR_FEATURES:
+                    raise ValueError(
+                        f"gas sensor file {where}: bad feature {token!r} "
+                        f"(expected idx:val with 1 <= idx <= {GAS_SENSOR_FEATURES})"
+                    )
+                row[j - 1] = v
+            missing = np.flatnonzero(np.isnan(row))
+            if missing.size:
+                raise ValueError(
+                    f"gas sensor file {where}: {missing.size} of {GAS_SENSOR_FEATURES} features "
+                    f"missing (first missing index {missing[0] + 1})"
+                )
+            gas.append(g)
+            conc.append(c)
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"gas sensor file {str(p)!r} holds no examples")
+    return np.asarray(gas), np.asarray(conc), np.stack(rows)
+
+
+def _gas_files(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    if isinstance(path, str | os.PathLike):
+        p = Path(path)
+        if p.is_dir():
+            files = sorted(p.glob("batch*.dat"), key=lambda f: (len(f.name), f.name))
+            if not files:
+                raise FileNotFoundError(
+                    f"gas sensor directory {str(p)!r} holds no batch*.dat files "
+                    "(download the UCI 'Gas Sensor Array Drift Dataset' and unpack it there)"
+                )
+            return files
+        return [p]
+    return [Path(f) for f in path]
+
+
+def load_gas_sensor(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    gas: int = 1,
+    standardized: bool = True,
+) -> RegressionData:
+    """The §E1 regression problem: one gas of the UCI Gas Sensor Array Drift data set.
+
+    Features are the 128 sensor features, the target is the concentration. With the default
+    ``gas=1`` (ethanol) and all ten batches this gives the 2565 x 128 problem of §E1.
+
+    Args:
+        path: a directory holding ``batch1.dat`` ... ``batch10.dat``, one such file, or a list
+            of files.
+        gas: gas id, 1 (ethanol) ... 6 (toluene).
+        standardized: center and scale features and target (recommended: raw features reach
+            ~6e4, and ℓ_4 gradient descent needs ``lr < 2 / y_max^2``, §4 pitfall 11).
+    """
+    if gas not in _GAS_NAMES:
+        raise ValueError(f"gas must be one of {sorted(_GAS_NAMES)} (1 = ethanol), got {gas!r}")
+    parts = [read_gas_sensor_file(f) for f in _gas_files(path)]
+    g = np.concatenate([q[0] for q in parts])
+    keep = g == gas
+    if not keep.any():
+        raise ValueError(
+            f"gas sensor data at {str(path)!r} holds no examples of gas {gas} "
+            f"({_GAS_NAMES[gas]}); gas ids present: {sorted(set(g.tolist()))}"
+        )
+    X = np.concatenate([q[2] for q in parts])[keep]
+    y = np.concatenate([q[1] for q in parts])[keep]
+    name = f"gas-sensor-{_GAS_NAMES[gas]}"
+    return standardize(X, y, name=name) if standardized else _raw(X, y, name)
+
+
+def diabetes_regression(*, standardized: bool = True) -> RegressionData:
+    """Offline default for §E1: scikit-learn's bundled diabetes data (442 x 10, real data)."""
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    return standardize(X, y, name="diabetes") if standardized else _raw(X, y, "diabetes")
+
+
+# --------------------------------------------------------------------------------------------
+# Images: MNIST IDX files (§E2) and the offline digits stand-in
+# --------------------------------------------------------------------------------------------
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an IDX file (the MNIST format), plain or gzip-compressed.
+
+    Header: two zero bytes, a type code (0x08 = uint8, ...), the number of dimensions, then one
+    big-endian uint32 per dimension, followed by the data in C order.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"IDX file {str(p)!r} does not exist")
+    raw = p.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise ValueError(f"IDX file {str(p)!r}: corrupt gzip stream ({err})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(
+            f"IDX file {str(p)!r}: bad magic number {raw[:4].hex()!r} "
+            "(expected 0000TTNN with type TT in 08,09,0b,0c,0d,0e)"
+        )
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise ValueError(f"IDX file {str(p)!r}: truncated header ({ndim} dimensions)")
+    shape = tuple(int(v) for v in np.frombuffer(raw[4:header], dtype=">u4"))
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(
+            f"IDX file {str(p)!r}: header says shape {shape} ({expected} data bytes) "
+            f"but the file holds {len(raw) - header} data bytes"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _find_idx(directory: Path, stem: str) -> Path:
+    for cand in (stem, stem + ".gz", stem.replace("-idx", ".idx"),
+                 stem.replace("-idx", ".idx") + ".gz"):
+        if (directory / cand).is_file():
+            return directory / cand
+    raise FileNotFoundError(
+        f"MNIST directory {str(directory)!r} has no {stem!r} (nor {stem}.gz); "
+        "it must hold the four IDX files from the MNIST distribution"
+    )
+
+
+def load_mnist(path: str | os.PathLike[str], *, split: str = "train") -> ImageData:
+    """MNIST from a directory holding its IDX files (``train-images-idx3-ubyte[.gz]`` etc.).
+
+    Returns images as ``(m, 1, 28, 28)`` float64 in [0, 1] and labels ``(m,)`` int.
+    """
+    if split not in _MNIST_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    directory = Path(path)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"MNIST directory {str(directory)!r} does not exist")
+    img_path, lbl_path = (_find_idx(directory, s) for s in _MNIST_FILES[split])
+    images = read_idx(img_path)
+    labels = read_idx(lbl_path)
+    if images.ndim != 3:
+        raise ValueError(
+            f"IDX file {str(img_path)!r}: images must have 3 dimensions (m, rows, cols), "
+            f"got shape {images.shape}"
+        )
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"IDX file {str(lbl_path)!r}: labels must be ({images.shape[0]},) to match "
+            f"{str(img_path)!r}, got shape {labels.shape}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(f"IDX file {str(lbl_path)!r}: labels must lie in 0..9")
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    return ImageData(
+        images=(images.astype(np.float64) / scale)[:, None, :, :],
+        labels=labels.astype(np.int64), name=f"mnist-{split}", num_classes=10,
+    )
+
+
+def digits_images() -> ImageData:
+    """Offline stand-in for MNIST (§E2): scikit-learn's bundled 8x8 digits (1797 images)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = (d.images.astype(np.float64) / 16.0)[:, None, :, :]
+    return ImageData(images=images, labels=d.target.astype(np.int64), name="digits",
+                     num_classes=10)
