@@ -1,0 +1,232 @@
+"""Linear neural networks: factors, the end-to-end matrix, balancedness and initializations.
+
+Convention (§2.0, Def 1): layer ``j`` maps ``d_{j-1} -> d_j``, so ``W_j`` has shape
+``(d_j, d_{j-1})``, ``dims = (d_0, d_1, ..., d_N)`` and the end-to-end matrix is
+``W_{1:N} = W_N ... W_1`` of shape ``(d_N, d_0)``. Factors are a plain tuple of arrays (a pytree).
+Every function here accepts leading replica axes on the factors (matmul broadcasts), and composes
+with ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+Factors = tuple[jax.Array, ...]
+
+
+def _check_dims(dims: Sequence[int]) -> tuple[int, ...]:
+    dims = tuple(int(d) for d in dims)
+    if len(dims) < 2:
+        raise ValueError(f"dims must list at least (d_0, d_1), got {dims!r}")
+    if any(d < 1 for d in dims):
+        raise ValueError(f"dims must be positive integers, got {dims!r}")
+    return dims
+
+
+def _check_no_bottleneck(dims: tuple[int, ...]) -> None:
+    k = min(dims[0], dims[-1])
+    if min(dims[1:-1], default=k) < k:
+        raise ValueError(
+            f"dims {dims!r} have a bottleneck: balanced initialization needs every hidden width "
+            f">= min(d_0, d_N) = {k} (§2.1 no-bottleneck condition)"
+        )
+
+
+def dims_of(factors: Factors) -> tuple[int, ...]:
+    """Widths ``(d_0, ..., d_N)`` of ``factors`` (checking consecutive shapes agree)."""
+    if len(factors) == 0:
+        raise ValueError("factors must hold at least one layer")
+    dims = [factors[0].shape[-1]]
+    for j, W in enumerate(factors, start=1):
+        if W.shape[-1] != dims[-1]:
+            raise ValueError(
+                f"factors[{j - 1}] has shape {W.shape}: layer {j} must map d_{j - 1}={dims[-1]} inputs"
+            )
+        dims.append(W.shape[-2])
+    return tuple(dims)
+
+
+def _eye_like(W: jax.Array, n: int) -> jax.Array:
+    eye = jnp.eye(n, dtype=W.dtype)
+    return jnp.broadcast_to(eye, W.shape[:-2] + (n, n))
+
+
+def partial_product(factors: Factors, j: int, k: int) -> jax.Array:
+    """``W_{j:k} = W_k W_{k-1} ... W_j`` (1-indexed, §2.0); the identity of size ``d_{j-1}`` if j > k."""
+    n = len(factors)
+    if not (1 <= j <= n + 1 and 0 <= k <= n):
+        raise ValueError(f"partial_product indices must satisfy 1 <= j <= N+1, 0 <= k <= N; got {j}, {k}")
+    if j > k:
+        W = factors[min(j, n) - 1]
+        size = W.shape[-1] if j <= n else W.shape[-2]
+        return _eye_like(W, size)
+    out = factors[j - 1]
+    for W in factors[j:k]:
+        out = W @ out
+    return out
+
+
+def end_to_end(factors: Factors) -> jax.Array:
+    """The end-to-end matrix ``W_{1:N} = W_N ... W_1`` (Def 1)."""
+    return partial_product(factors, 1, len(factors))
+
+
+def factor_gradients(factors: Factors, grad_W: jax.Array) -> Factors:
+    """Per-layer gradients ``dphi/dW_j = W_{j+1:N}^T grad_l(W) W_{1:j-1}^T`` (§2.1, Eq. gradient).
+
+    Computed with prefix and suffix products, ``O(N)`` matrix products in total.
+    """
+    n = len(factors)
+    prefix = [None] * (n + 1)  # prefix[j] = W_{1:j}, prefix[0] = identity (skipped)
+    for j in range(1, n + 1):
+        prefix[j] = factors[0] if j == 1 else factors[j - 1] @ prefix[j - 1]
+    grads = [None] * n
+    left = grad_W  # W_{j+1:N}^T G, built from the top layer down
+    for j in range(n, 0, -1):
+        grads[j - 1] = left if j == 1 else left @ jnp.swapaxes(prefix[j - 1], -1, -2)
+        if j > 1:
+            left = jnp.swapaxes(factors[j - 1], -1, -2) @ left
+    return tuple(grads)
+
+
+def balancedness(factors: Factors) -> Factors:
+    """``C_{j,j+1} = W_{j+1}^T W_{j+1} - W_j W_j^T`` for j = 1..N-1 (§2.4; zero when balanced)."""
+    return tuple(
+        jnp.swapaxes(factors[j + 1], -1, -2) @ factors[j + 1]
+        - factors[j] @ jnp.swapaxes(factors[j], -1, -2)
+        for j in range(len(factors) - 1)
+    )
+
+
+def imbalance(factors: Factors) -> jax.Array:
+    """``max_j ||C_{j,j+1}||_F`` (δ of δ-balancedness, ACGH19 Def 1); 0 for a single layer."""
+    cs = balancedness(factors)
+    if not cs:
+        return jnp.zeros(factors[0].shape[:-2], dtype=factors[0].dtype)
+    norms = jnp.stack([jnp.linalg.norm(c, axis=(-2, -1)) for c in cs])
+    return jnp.max(norms, axis=0)
+
+
+# --------------------------------------------------------------------------- initializations
+
+
+def gaussian_init(
+    key: jax.Array,
+    dims: Sequence[int],
+    scale: float,
+    *,
+    per: Literal["layer", "product"] = "layer",
+) -> Factors:
+    """Independent Gaussian layers.
+
+    ``per="layer"``: every entry of every layer is ``N(0, scale^2)`` (RC20's repo, §E5).
+    ``per="product"``: layer entries are ``N(0, (scale^{1/N} / sqrt(d_{j-1}))^2)`` so that
+    ``||W_{1:N}||_F ≈ scale * sqrt(d_N)`` (roosephu's default, §E3).
+    """
+    dims = _check_dims(dims)
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+    if per not in ("layer", "product"):
+        raise ValueError(f"per must be 'layer' or 'product', got {per!r}")
+    n = len(dims) - 1
+    keys = jax.random.split(key, n)
+    out = []
+    for j in range(n):
+        std = scale if per == "layer" else scale ** (1.0 / n) / jnp.sqrt(dims[j])
+        out.append(std * jax.random.normal(keys[j], (dims[j + 1], dims[j]), dtype=jnp.float64))
+    return tuple(out)
+
+
+def identity_init(dims: Sequence[int], scale: float) -> Factors:
+    """``W_j = scale^{1/N} I`` (zero-padded if rectangular): balanced, product ``scale I`` (§2.5)."""
+    dims = _check_dims(dims)
+    n = len(dims) - 1
+    s = float(scale) ** (1.0 / n)
+    return tuple(s * jnp.eye(dims[j + 1], dims[j], dtype=jnp.float64) for j in range(n))
+
+
+def orthogonal_init(key: jax.Array, dims: Sequence[int], scale: float) -> Factors:
+    """Scaled orthogonal layers chained so that they are balanced (§2.5, roosephu).
+
+    A random (semi-)orthogonal ``Q`` of shape ``(d_N, d_0)`` is split by Procedure 1, so every
+    layer is ``scale^{1/N}`` times a partial isometry and ``W_{1:N} = scale * Q``.
+    """
+    dims = _check_dims(dims)
+    n = len(dims) - 1
+    s = float(scale) ** (1.0 / n)
+    A = jax.random.normal(key, (dims[-1], dims[0]), dtype=jnp.float64)
+    U, _, Vt = jnp.linalg.svd(A, full_matrices=False)
+    return balanced_from_matrix(s**n * (U @ Vt), dims)
+
+
+def balanced_from_matrix(A: jax.Array, dims: Sequence[int]) -> Factors:
+    """Procedure 1 of ACGH19 (§2.5): balanced factors whose product is exactly ``A``.
+
+    With the thin SVD ``A = U Σ V^T`` and ``k = min(d_0, d_N)``: ``W_1 ≃ Σ^{1/N} V^T``,
+    ``W_j ≃ Σ^{1/N}`` (1 < j < N), ``W_N ≃ U Σ^{1/N}``, each zero-padded to its shape.
+    """
+    dims = _check_dims(dims)
+    if A.shape != (dims[-1], dims[0]):
+        raise ValueError(f"A has shape {A.shape}, expected (d_N, d_0) = {(dims[-1], dims[0])}")
+    _check_no_bottleneck(dims)
+    n = len(dims) - 1
+    A = jnp.asarray(A, dtype=jnp.float64)
+    if n == 1:
+        return (A,)
+    U, s, Vt = jnp.linalg.svd(A, full_matrices=False)
+    root = jnp.diag(s ** (1.0 / n))
+
+    def pad(M: jax.Array, shape: tuple[int, int]) -> jax.Array:
+        return jnp.zeros(shape, M.dtype).at[: M.shape[0], : M.shape[1]].set(M)
+
+    layers = [pad(root @ Vt, (dims[1], dims[0]))]
+    layers += [pad(root, (dims[j + 1], dims[j])) for j in range(1, n - 1)]
+    layers.append(pad(U @ root, (dims[n], dims[n - 1])))
+    return tuple(layers)
+
+
+def balanced_init(key: jax.Array, dims: Sequence[int], scale: float) -> Factors:
+    """Balanced initialization (§2.5): sample ``A`` with i.i.d. ``N(0, scale^2)`` entries, then
+    :func:`balanced_from_matrix`. Imbalance is exactly zero up to rounding."""
+    dims = _check_dims(dims)
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+    A = scale * jax.random.normal(key, (dims[-1], dims[0]), dtype=jnp.float64)
+    return balanced_from_matrix(A, dims)
+
+
+def with_det_sign(
+    key: jax.Array,
+    init_fn: Callable[[jax.Array], Factors],
+    sign: int,
+    *,
+    method: Literal["resample", "flip"] = "resample",
+    max_tries: int = 1000,
+) -> Factors:
+    """Draw ``init_fn(key)`` so that ``det(W_{1:N})`` has the requested ``sign`` (±1), §E5.
+
+    ``resample`` redraws with fresh keys (the repo's ``enforce_pos_det``); ``flip`` negates the
+    first row of ``W_N`` (which flips the sign of det and keeps balancedness, since
+    ``W_N^T W_N`` is unchanged). The end-to-end matrix must be square.
+    """
+    if sign not in (1, -1):
+        raise ValueError(f"sign must be +1 or -1, got {sign!r}")
+    if method not in ("resample", "flip"):
+        raise ValueError(f"method must be 'resample' or 'flip', got {method!r}")
+    for _ in range(max_tries):
+        key, sub = jax.random.split(key)
+        factors = init_fn(sub)
+        W = end_to_end(factors)
+        if W.shape[-1] != W.shape[-2]:
+            raise ValueError(f"det sign needs a square end-to-end matrix, got shape {W.shape}")
+        d = float(jnp.linalg.det(W))
+        if d * sign > 0:
+            return factors
+        if method == "flip" and d != 0.0:
+            top = factors[-1].at[0].multiply(-1.0)
+            return factors[:-1] + (top,)
+    raise ValueError(f"init_fn gave det(W) with sign {sign:+d} in none of {max_tries} tries")
