@@ -1,0 +1,344 @@
+"""The ``deeplinear`` command line: run, list, sweep, report, verify and reproduce (docs/cli.md)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any, TypeVar
+
+import rich.progress as rp
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deeplinear.config import ConfigError, dump_toml, validate
+from deeplinear.report import dumps_checks, fmt, write_report
+from deeplinear.store import RunOutcome, atomic_write, execute_run
+from deeplinear.sweep import build_spec, expand, get_experiment, load_experiments, load_grid
+from deeplinear.sweep import run_sweep as _run_sweep
+
+app = typer.Typer(
+    help="Linear neural networks (Cohen & Razin): experiments, sweeps, theory checks, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+out_console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line_errors(fn: F) -> F:
+    """Turn a :class:`ConfigError` (bad config, file, grid, name) into one stderr line + exit 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- progress
+
+
+class _Handle:
+    def __init__(self, progress: rp.Progress, task_id: rp.TaskID, total: int | None) -> None:
+        self._p, self._id, self._total = progress, task_id, total
+
+    def advance(self, n: int = 1) -> None:
+        self._p.advance(self._id, n)
+        if self._total is not None and self._p.tasks[self._id].completed >= self._total:
+            self._p.update(self._id, visible=False)  # finished inner loops get out of the way
+
+
+class RichProgress:
+    """The experiments' ``Progress`` protocol drawn as rich progress bars (on stderr)."""
+
+    def __init__(self, progress: rp.Progress) -> None:
+        self._p = progress
+
+    def task(self, description: str, total: int | None) -> _Handle:
+        return _Handle(self._p, self._p.add_task(description, total=total), total)
+
+    def outer(self, description: str, total: int) -> rp.TaskID:
+        """A bar that stays visible (runs, experiments)."""
+        return self._p.add_task(description, total=total)
+
+    def advance_outer(self, task_id: rp.TaskID) -> None:
+        self._p.advance(task_id)
+
+
+@contextmanager
+def rich_progress() -> Iterator[RichProgress]:
+    columns = [rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
+               rp.TimeElapsedColumn(), rp.TimeRemainingColumn()]
+    with rp.Progress(*columns, console=err_console) as progress:
+        yield RichProgress(progress)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _preset(quick: bool, paper: bool) -> str:
+    if quick and paper:
+        raise ConfigError("--quick and --paper: choose one size preset")
+    return "quick" if quick else "paper" if paper else "default"
+
+
+def _theory() -> ModuleType | None:
+    try:
+        return importlib.import_module("deeplinear.theory")
+    except ModuleNotFoundError as err:
+        if err.name in ("deeplinear.theory",):
+            return None
+        raise
+
+
+def _summary_table(title: str, summary: dict[str, Any]) -> Table:
+    table = Table(title=title)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(str(key), fmt(value))
+    return table
+
+
+def _outcomes_table(outcomes: list[RunOutcome]) -> Table:
+    table = Table(title="runs")
+    for col in ("experiment", "run id", "status", "seconds", "note"):
+        table.add_column(col)
+    for o in outcomes:
+        style = "green" if o.status == "done" else "red"
+        note = "already done" if o.skipped else (o.error or "")
+        table.add_row(o.experiment, o.run_id, f"[{style}]{o.status}[/]", f"{o.seconds:.1f}", note)
+    return table
+
+
+def _run_checks(pattern: str | None) -> list[dict[str, Any]]:
+    """Run the theory checks with a progress bar; returns their ``as_dict()`` rows."""
+    theory = _theory()
+    if theory is None:
+        raise ConfigError("verify: deeplinear.theory is not installed in this tree yet")
+    total = None if pattern else len(getattr(theory, "CHECKS", {})) or None
+    with rich_progress() as progress:
+        bar = progress.task("theory checks", total)
+        try:
+            results = theory.run_checks(pattern, on_result=lambda _r: bar.advance())
+        except ValueError as err:
+            raise ConfigError(f"-k {pattern!r}: {err}") from None
+    return [r.as_dict() for r in results]
+
+
+def _checks_table(checks: list[dict[str, Any]]) -> Table:
+    table = Table(title="theory checks")
+    for col in ("check", "result", "measured", "predicted", "tolerance"):
+        table.add_column(col)
+    for c in checks:
+        ok = "[green]PASS[/]" if c["passed"] else "[red]FAIL[/]"
+        table.add_row(c["name"], ok, fmt(c["measured"]), fmt(c["predicted"]), fmt(c["tolerance"]))
+    return table
+
+
+# ---------------------------------------------------------------- commands
+
+ConfigOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--config", "-c", help="TOML config file; repeat to layer (later files win)."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override one key, e.g. --set train.steps=1000 (TOML value)."),
+]
+QuickOpt = Annotated[bool, typer.Option("--quick", help="Smoke-test size (seconds).")]
+PaperOpt = Annotated[bool, typer.Option("--paper", help="The notes' full sizes (slow).")]
+
+
+@app.command("run")
+@one_line_errors
+def run_cmd(
+    experiment: Annotated[str, typer.Argument(help="Registered experiment (see `list`).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quick: QuickOpt = False,
+    paper: PaperOpt = False,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/NAME-ID).")] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the merged config and exit.")
+    ] = False,
+) -> None:
+    """Run one experiment with layered configs; store config, tables, arrays and figures."""
+    exp = get_experiment(experiment)
+    spec = build_spec(exp, preset=_preset(quick, paper), files=config or [], sets=set_ or [])
+    cfg = validate(exp.config_model, spec.config)
+    if print_config:
+        typer.echo(dump_toml(cfg), nl=False)
+        return
+    run_dir = out or Path("runs") / f"{exp.name}-{spec.run_id}"
+    with rich_progress() as progress:
+        outcome = execute_run(exp, cfg, run_dir, progress=progress, replace=True)
+    _finish_run(outcome)
+
+
+def _finish_run(outcome: RunOutcome) -> None:
+    path = Path(outcome.path)
+    if outcome.status == "failed":
+        typer.echo(f"error: {outcome.experiment} failed: {outcome.error} "
+                   f"(traceback in {path / 'error.txt'})", err=True)
+        raise typer.Exit(1)
+    summary = json.loads((path / "summary.json").read_text())["summary"]
+    out_console.print(_summary_table(f"{outcome.experiment} ({outcome.status})", summary))
+    out_console.print(f"run folder: {path}  ({outcome.seconds:.1f} s)")
+    if outcome.status != "done":
+        typer.echo(f"error: {outcome.experiment} {outcome.status}; see {path}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """List the registered experiments with a one-line description."""
+    table = Table(title="experiments")
+    table.add_column("name")
+    table.add_column("description")
+    for name, exp in load_experiments().items():
+        table.add_row(name, exp.description.strip().splitlines()[0] if exp.description else "")
+    out_console.print(table)
+
+
+@app.command("sweep")
+@one_line_errors
+def sweep_cmd(
+    grid: Annotated[Path, typer.Argument(help="Grid TOML: experiment, [set], [grid], seeds.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Sweep folder (default runs/sweep-GRIDNAME).")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address tcp://HOST:PORT (default: local).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Local processes (default: CPU count; 0 = in-process).")
+    ] = None,
+    set_: SetOpt = None,
+    quick: QuickOpt = False,
+    paper: PaperOpt = False,
+) -> None:
+    """Run a grid of overrides x seeds; resumable (re-run the same command to finish it)."""
+    g = load_grid(grid)
+    preset = _preset(quick, paper)
+    specs = expand(g, preset=None if preset == "default" else preset, sets=set_ or [])
+    out_dir = out or Path("runs") / f"sweep-{grid.stem}"
+    with rich_progress() as progress:
+        result = _run_sweep(specs, out_dir, scheduler=scheduler, workers=workers,
+                            progress=progress)
+    if result.outcomes:
+        out_console.print(_outcomes_table(result.outcomes))
+    counts = ", ".join(f"{k} {v}" for k, v in result.counts.items() if v)
+    out_console.print(f"sweep {out_dir}: {len(specs)} runs ({counts}); "
+                      f"{result.skipped} were already finished")
+    if result.counts.get("failed"):
+        raise typer.Exit(1)
+
+
+@app.command("report")
+@one_line_errors
+def report_cmd(
+    directory: Annotated[Path, typer.Argument(help="Runs folder (reproduce or sweep output).")],
+) -> None:
+    """Write DIR/report.html (self-contained) and DIR/report.md."""
+    try:
+        html_path, md_path = write_report(directory)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    out_console.print(f"wrote {html_path} and {md_path}")
+
+
+@app.command("verify")
+@one_line_errors
+def verify_cmd(
+    k: Annotated[
+        str | None, typer.Option("-k", help="Only checks whose name matches NAME.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Run the theory checks; exit code 1 if any fails."""
+    checks = _run_checks(k)
+    if as_json:
+        typer.echo(dumps_checks(checks))
+    else:
+        out_console.print(_checks_table(checks))
+    n_fail = sum(not c["passed"] for c in checks)
+    if not as_json:
+        out_console.print(f"{len(checks) - n_fail} passed, {n_fail} failed")
+    if n_fail:
+        raise typer.Exit(1)
+
+
+@app.command("reproduce")
+@one_line_errors
+def reproduce_cmd(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/reproduce"),
+    quick: QuickOpt = False,
+    paper: PaperOpt = False,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Only this experiment (repeatable).")
+    ] = None,
+    verify: Annotated[bool, typer.Option(help="Run the theory checks too.")] = True,
+) -> None:
+    """The main job: every registered experiment, the theory checks, then the report.
+
+    Default sizes finish in minutes on 2 CPU cores; --paper uses the notes' sizes. Finished runs
+    with the same config are kept, so an interrupted reproduce resumes where it stopped.
+    """
+    preset = _preset(quick, paper)
+    registry = load_experiments()
+    names = list(only) if only else list(registry)
+    for name in names:
+        get_experiment(name)  # unknown --only names fail before any work
+    if not names:
+        raise ConfigError("reproduce: no experiment is registered")
+    out.mkdir(parents=True, exist_ok=True)
+    outcomes: list[RunOutcome] = []
+    with rich_progress() as progress:
+        outer = progress.outer("experiments", len(names))
+        for name in names:
+            exp = registry[name]
+            spec = build_spec(exp, preset=preset)
+            cfg = validate(exp.config_model, spec.config)
+            outcomes.append(execute_run(exp, cfg, out / name, progress=progress))
+            progress.advance_outer(outer)
+    checks = None
+    if verify:
+        if _theory() is None:
+            err_console.print("deeplinear.theory is not available: skipping the theory checks")
+        else:
+            checks = _run_checks(None)
+            atomic_write(out / "verify.json", dumps_checks(checks) + "\n")
+    html_path, md_path = write_report(out)
+    out_console.print(_outcomes_table(outcomes))
+    n_fail = 0
+    if checks is not None:
+        out_console.print(_checks_table(checks))
+        n_fail = sum(not c["passed"] for c in checks)
+    out_console.print(f"report: {html_path} and {md_path}")
+    bad = [o for o in outcomes if o.status != "done"]
+    if bad or n_fail:
+        typer.echo(f"error: {len(bad)} experiment(s) not done, {n_fail} check(s) failed", err=True)
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m deeplinear.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
