@@ -1,0 +1,167 @@
+"""Run folders (atomic, status last), result round trip, failure/divergence, the SQLite index."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+from deeplinear.config import run_id
+from deeplinear.experiments.base import Experiment, Results
+from deeplinear.store import (
+    PARTIAL,
+    SweepIndex,
+    atomic_write,
+    clean_partials,
+    execute_run,
+    is_finished,
+    load_results,
+    read_status,
+    table_csv,
+)
+
+
+class Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(5, ge=1)
+    mode: str = "ok"  # ok | fail | diverge | kill-in-plot
+
+
+class Killed(BaseException):
+    """Stands in for a kill: not an Exception, so nothing catches it."""
+
+
+def _run(config: Cfg, progress) -> Results:
+    bar = progress.task("steps", config.steps)
+    for _ in range(config.steps):
+        bar.advance()
+    if config.mode == "fail":
+        raise RuntimeError("boom\nsecond line")
+    loss = np.exp(-np.arange(config.steps, dtype=float))
+    summary = {"final_loss": float(loss[-1]), "steps": config.steps, "label": "x"}
+    if config.mode == "diverge":
+        summary["status"] = "diverged"
+    return Results(tables={"trajectory": [{"step": i, "loss": v} for i, v in enumerate(loss)],
+                           "other": [{"a": 1, "b": "t"}, {"a": 2, "c": 0.5}]},
+                   arrays={"loss": loss, "mat": np.eye(3)}, summary=summary, notes=["n1"])
+
+
+def _plot(results: Results, out_dir: Path) -> list[Path]:
+    if results.summary.get("label") == "kill":
+        raise Killed
+    paths = [out_dir / "loss.png", out_dir / "loss.pdf"]
+    for p in paths:
+        p.write_bytes(b"\x89PNG fake" if p.suffix == ".png" else b"%PDF fake")
+    return paths
+
+
+EXP = Experiment("storefake", "store test", Cfg, _run, _plot, reported={"final_loss": 0.02})
+
+
+def test_run_folder_layout_and_roundtrip(tmp_path) -> None:
+    cfg = Cfg(steps=4)
+    out = execute_run(EXP, cfg, tmp_path / "r")
+    run_dir = Path(out.path)
+    assert out.status == "done" and out.run_id == run_id("storefake", cfg)
+    names = {p.name for p in run_dir.iterdir()}
+    assert names == {"config.toml", "trajectory.csv", "other.csv", "arrays.npz", "summary.json",
+                     "figures", "status.json"}
+    assert sorted(p.name for p in (run_dir / "figures").iterdir()) == ["loss.pdf", "loss.png"]
+    assert tomllib.loads((run_dir / "config.toml").read_text()) == {"steps": 4, "mode": "ok"}
+    status = read_status(run_dir)
+    assert status["status"] == "done" and status["figures"] == ["figures/loss.png",
+                                                                "figures/loss.pdf"]
+    res = load_results(run_dir)
+    np.testing.assert_array_equal(res.arrays["loss"], np.exp(-np.arange(4.0)))
+    np.testing.assert_array_equal(res.arrays["mat"], np.eye(3))
+    assert res.tables["trajectory"][3] == {"step": 3, "loss": np.exp(-3.0)}
+    assert res.tables["other"] == [{"a": 1, "b": "t", "c": ""}, {"a": 2, "b": "", "c": 0.5}]
+    assert res.summary["steps"] == 4 and res.notes == ["n1"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["reported"] == {"final_loss": 0.02}
+    assert not [p for p in tmp_path.iterdir() if PARTIAL in p.name]
+
+
+def test_finished_run_is_skipped_unless_replace(tmp_path) -> None:
+    first = execute_run(EXP, Cfg(), tmp_path / "r")
+    again = execute_run(EXP, Cfg(), tmp_path / "r")
+    assert again.skipped and again.status == "done" and not first.skipped
+    before = read_status(tmp_path / "r")["finished"]
+    replaced = execute_run(EXP, Cfg(), tmp_path / "r", replace=True)
+    assert not replaced.skipped and read_status(tmp_path / "r")["finished"] > before
+    # a different config in the same folder is a different run: it replaces the old one
+    other = execute_run(EXP, Cfg(steps=6), tmp_path / "r")
+    assert not other.skipped and read_status(tmp_path / "r")["config"]["steps"] == 6
+    assert not is_finished(tmp_path / "r", first.run_id)
+
+
+def test_failed_run_records_error_and_is_not_finished(tmp_path) -> None:
+    out = execute_run(EXP, Cfg(mode="fail"), tmp_path / "r")
+    assert out.status == "failed" and out.error == "RuntimeError: boom"
+    assert "Traceback" in (tmp_path / "r" / "error.txt").read_text()
+    assert not is_finished(tmp_path / "r")
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_diverged_run_has_its_own_status(tmp_path) -> None:
+    out = execute_run(EXP, Cfg(mode="diverge"), tmp_path / "r")
+    assert out.status == "diverged" and read_status(tmp_path / "r")["status"] == "diverged"
+
+
+def test_kill_while_writing_leaves_no_run(tmp_path, monkeypatch) -> None:
+    """A kill during the writing phase (here: inside plot) leaves only a partial folder, which is
+    never taken for a run; the next attempt runs again and cleans up."""
+    exp = Experiment("storefake", "x", Cfg, lambda c, p: Results(summary={"label": "kill"}),
+                     _plot)
+    with pytest.raises(Killed):
+        execute_run(exp, Cfg(), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    partials = [p for p in tmp_path.iterdir() if PARTIAL in p.name]
+    assert len(partials) == 1 and read_status(partials[0])["status"] == "running"
+    assert execute_run(EXP, Cfg(), tmp_path / "r").status == "done"
+    assert clean_partials(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_atomic_write_leaves_no_temp(tmp_path) -> None:
+    atomic_write(tmp_path / "a.txt", "one")
+    atomic_write(tmp_path / "a.txt", b"two")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+    assert (tmp_path / "a.txt").read_text() == "two"
+
+
+def test_table_csv_union_header() -> None:
+    text = table_csv([{"a": 1}, {"b": np.float64(2.5)}, {"a": float("nan")}])
+    assert text.splitlines() == ["a,b", "1,", ",2.5", "nan,"]
+
+
+def test_sweep_index(tmp_path) -> None:
+    path = tmp_path / "index.sqlite"
+    with SweepIndex(path) as idx:
+        idx.add("r1", "e", {"x": 1})
+        idx.add("r2", "e", {"x": 2})
+        idx.add("r1", "e", {"x": 1})  # idempotent
+        idx.set_status("r1", "running", submitted=1.0)
+        idx.set_status("r1", "done", finished=2.0, seconds=1.0)
+        idx.set_status("r2", "running")
+        with pytest.raises(ValueError, match="status must be one of"):
+            idx.set_status("r2", "finished")
+        with pytest.raises(ValueError, match="unknown index fields"):
+            idx.set_status("r2", "done", bogus=1)
+        assert idx.counts() == {"pending": 0, "running": 1, "done": 1, "failed": 0,
+                                "diverged": 0}
+    # a second connection (as after a restart) sees the committed rows; journal is WAL
+    with SweepIndex(path) as idx:
+        rows = {r["run_id"]: r for r in idx.rows()}
+        assert rows["r1"]["status"] == "done" and rows["r1"]["attempts"] == 1
+        assert json.loads(rows["r2"]["config"]) == {"x": 2}
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with pytest.raises(sqlite3.IntegrityError):
+        con.execute("UPDATE runs SET status = 'weird' WHERE run_id = 'r1'")
+    con.close()
