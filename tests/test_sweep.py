@@ -1,0 +1,267 @@
+"""Sweeps: grid expansion, seeds batching, resume, process pool, Dask LocalCluster, kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from deeplinear.config import ConfigError
+from deeplinear.experiments.base import REGISTRY
+from deeplinear.store import SweepIndex, read_status
+from deeplinear.sweep import PLUGIN_ENV, expand, load_grid, run_sweep
+
+# A fake experiment module, written to a temporary folder so that spawned workers and CLI
+# subprocesses can import it (it registers itself like the real experiment modules do).
+FAKE_MODULE = "dl_sweep_fakes"
+FAKE_SOURCE = textwrap.dedent('''
+    import os, time
+    from pathlib import Path
+    import numpy as np
+    from pydantic import BaseModel, ConfigDict, Field
+    from deeplinear.experiments.base import REGISTRY, Experiment, Results, register
+
+    class Cfg(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        depth: int = Field(1, ge=1)
+        seed: int = 0
+        sleep: float = Field(0.0, ge=0)
+        fail: bool = False
+
+    class BatchCfg(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        depth: int = Field(1, ge=1)
+        seeds: list[int] = [0]
+
+    def run(config, progress):
+        time.sleep(config.sleep)
+        if config.fail:
+            raise RuntimeError("asked to fail")
+        rng = np.random.default_rng(config.seed)
+        return Results(arrays={"x": rng.normal(size=3)},
+                       summary={"depth": config.depth, "seed": config.seed, "pid": os.getpid()})
+
+    def run_batch(config, progress):
+        # one run covers all seeds (stands in for a vmap over a leading replica axis)
+        x = np.stack([np.random.default_rng(s).normal(size=3) for s in config.seeds])
+        return Results(arrays={"x": x}, summary={"replicas": len(config.seeds)})
+
+    def plot(results, out_dir):
+        p = Path(out_dir) / "x.png"
+        p.write_bytes(b"png")
+        return [p]
+
+    for exp in (Experiment("sweepfake", "sweep test", Cfg, run, plot),
+                Experiment("sweepbatch", "seeds batched", BatchCfg, run_batch, plot)):
+        if exp.name not in REGISTRY:
+            register(exp)
+''')
+
+
+@pytest.fixture
+def fakes(tmp_path_factory, monkeypatch):
+    """Register the fake experiments here, and make them importable by workers/subprocesses."""
+    folder = tmp_path_factory.mktemp("fakes")
+    (folder / f"{FAKE_MODULE}.py").write_text(FAKE_SOURCE)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), *sys.path]))
+    monkeypatch.setenv(PLUGIN_ENV, FAKE_MODULE)
+    saved = dict(REGISTRY)
+    sys.modules.pop(FAKE_MODULE, None)
+    __import__(FAKE_MODULE)
+    yield folder
+    REGISTRY.clear()
+    REGISTRY.update(saved)
+    sys.modules.pop(FAKE_MODULE, None)
+
+
+def _grid(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "grid.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_expand_grid_times_seeds(fakes, tmp_path) -> None:
+    base = tmp_path / "base.toml"
+    base.write_text("sleep = 0.0\n")
+    grid = load_grid(_grid(tmp_path, """
+        experiment = "sweepfake"
+        configs = ["base.toml"]
+        seeds = [0, 1, 2]
+        [set]
+        fail = false
+        [grid]
+        depth = [1, 2, 3, 1]
+    """))
+    specs = expand(grid)
+    # depth 1 appears twice in the grid: identical configs collapse onto one run id
+    assert len(specs) == 3 * 3
+    assert {(s.config["depth"], s.config["seed"]) for s in specs} == {
+        (d, s) for d in (1, 2, 3) for s in (0, 1, 2)}
+    assert len({s.run_id for s in specs}) == 9
+    assert all(s.module == FAKE_MODULE for s in specs)
+    assert len(expand(grid, sets=["depth=2"])) == 9  # --set is overridden by the grid point
+
+
+def test_seeds_field_batches_replicas_into_one_run(fakes, tmp_path) -> None:
+    grid = load_grid(_grid(tmp_path, """
+        experiment = "sweepbatch"
+        seeds = [3, 4, 5]
+        [grid]
+        depth = [1, 2]
+    """))
+    specs = expand(grid)
+    assert [s.config for s in specs] == [{"depth": 1, "seeds": [3, 4, 5]},
+                                         {"depth": 2, "seeds": [3, 4, 5]}]
+    result = run_sweep(specs, tmp_path / "sw", workers=0)
+    assert [o.status for o in result.outcomes] == ["done", "done"]
+    assert read_status(tmp_path / "sw" / "runs" / specs[0].run_id)["status"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('experiment = "sweepfake"\nbogus = 1\n', "bogus: unknown key"),
+        ("[grid]\ndepth = [1]\n", "experiment: required"),
+        ('experiment = "sweepfake"\n[grid]\ndepth = 2\n', "grid.depth: must be a non-empty list"),
+        ('experiment = "sweepfake"\nseeds = [1.5]\n', "seeds: must be a non-empty list"),
+        ('experiment = "nope"\n', "'nope' is not registered"),
+        ('experiment = "sweepfake"\n[grid]\ndepth = [0]\n', "depth: Input should be greater"),
+    ],
+)
+def test_bad_grid(fakes, tmp_path, text, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        expand(load_grid(_grid(tmp_path, text)))
+
+
+def test_seeds_need_a_seed_field(fakes, tmp_path, monkeypatch) -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    from deeplinear.experiments.base import Experiment, Results
+
+    class NoSeed(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        depth: int = 1
+
+    exp = Experiment("noseed", "", NoSeed, lambda c, p: Results(), lambda r, d: [])
+    monkeypatch.setitem(REGISTRY, "noseed", exp)
+    grid = load_grid(_grid(tmp_path, 'experiment = "noseed"\nseeds = [1, 2]\n'))
+    with pytest.raises(ConfigError, match="no 'seed' or 'seeds' config field"):
+        expand(grid)
+
+
+def test_resume_runs_only_missing_and_retries_failed(fakes, tmp_path) -> None:
+    grid = load_grid(_grid(tmp_path, """
+        experiment = "sweepfake"
+        seeds = [0, 1]
+        [grid]
+        depth = [1, 2]
+    """))
+    specs = expand(grid)
+    out = tmp_path / "sw"
+    first = run_sweep(specs, out, workers=0)
+    assert first.skipped == 0 and first.counts["done"] == 4
+    # second call: nothing to do
+    again = run_sweep(specs, out, workers=0)
+    assert again.skipped == 4 and again.outcomes == []
+    # lose one folder and fake a stale 'running' row: exactly that run is redone
+    import shutil
+
+    shutil.rmtree(out / "runs" / specs[2].run_id)
+    with SweepIndex(out / "index.sqlite") as idx:
+        idx.set_status(specs[2].run_id, "running")
+    third = run_sweep(specs, out, workers=0)
+    assert [o.run_id for o in third.outcomes] == [specs[2].run_id]
+    # a failing run is recorded as failed and retried on the next call
+    bad = expand(grid, sets=["fail=true"])[:1]
+    r = run_sweep(bad, out, workers=0)
+    assert r.outcomes[0].status == "failed" and "asked to fail" in r.outcomes[0].error
+    assert run_sweep(bad, out, workers=0).outcomes[0].status == "failed"
+    with SweepIndex(out / "index.sqlite") as idx:
+        row = {x["run_id"]: x for x in idx.rows()}[bad[0].run_id]
+        assert row["status"] == "failed" and row["attempts"] == 2
+
+
+def test_local_process_pool(fakes, tmp_path) -> None:
+    """Runs land in spawned worker processes (not this one) and all finish."""
+    grid = load_grid(_grid(tmp_path, 'experiment = "sweepfake"\nseeds = [0, 1, 2]\n'))
+    specs = expand(grid)
+    result = run_sweep(specs, tmp_path / "sw", workers=2)
+    assert sorted(o.status for o in result.outcomes) == ["done"] * 3
+    pids = {read_status(tmp_path / "sw" / "runs" / s.run_id)["pid"] for s in specs}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+
+
+def test_dask_local_cluster(fakes, tmp_path) -> None:
+    distributed = pytest.importorskip("distributed")
+    grid = load_grid(_grid(tmp_path, """
+        experiment = "sweepfake"
+        seeds = [0, 1]
+        [grid]
+        depth = [1, 2]
+    """))
+    specs = expand(grid)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  protocol="tcp://", host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        result = run_sweep(specs, tmp_path / "sw", scheduler=cluster.scheduler_address)
+        assert sorted(o.status for o in result.outcomes) == ["done"] * 4
+        # resuming through Dask submits nothing
+        assert run_sweep(specs, tmp_path / "sw", scheduler=cluster.scheduler_address).skipped == 4
+    with SweepIndex(tmp_path / "sw" / "index.sqlite") as idx:
+        assert idx.counts()["done"] == 4
+
+
+def _finished(runs: Path) -> dict[str, float]:
+    out = {}
+    for d in runs.iterdir() if runs.exists() else []:
+        st = read_status(d)
+        if st and st["status"] == "done":
+            out[d.name] = st["finished"]
+    return out
+
+
+def test_kill_9_and_resume(fakes, tmp_path) -> None:
+    """kill -9 the whole sweep (driver and workers) mid-way; the same command finishes the rest,
+    never re-running finished runs and never leaving a half-written run marked done."""
+    grid = _grid(tmp_path, """
+        experiment = "sweepfake"
+        seeds = [0, 1, 2, 3, 4, 5]
+        [set]
+        sleep = 0.4
+    """)
+    out = tmp_path / "sw"
+    cmd = [sys.executable, "-m", "deeplinear.cli", "sweep", str(grid), "--out", str(out),
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    runs = out / "runs"
+    deadline = time.time() + 120
+    while len(_finished(runs)) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _finished(runs)
+    assert 2 <= len(before) < 6, "the kill should land mid-sweep"
+    # every folder that looks like a run is a complete one; the rest are partial leftovers
+    for d in runs.iterdir():
+        if ".partial-" not in d.name:
+            assert read_status(d)["status"] == "done"
+            assert (d / "summary.json").exists() and (d / "arrays.npz").exists()
+    with SweepIndex(out / "index.sqlite") as idx:
+        assert sum(idx.counts().values()) == 6
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr
+    after = _finished(runs)
+    assert len(after) == 6
+    assert all(after[k] == v for k, v in before.items())  # finished runs were not redone
+    assert not [d for d in runs.iterdir() if ".partial-" in d.name]
+    with SweepIndex(out / "index.sqlite") as idx:
+        assert idx.counts()["done"] == 6
