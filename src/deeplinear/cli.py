@@ -54,11 +54,12 @@ def one_line_errors(fn: F) -> F:
 
 class _Handle:
     def __init__(self, progress: rp.Progress, task_id: rp.TaskID, total: int | None) -> None:
-        self._p, self._id, self._total = progress, task_id, total
+        self._p, self._id, self._total, self._done = progress, task_id, total, 0
 
     def advance(self, n: int = 1) -> None:
         self._p.advance(self._id, n)
-        if self._total is not None and self._p.tasks[self._id].completed >= self._total:
+        self._done += n
+        if self._total is not None and self._done >= self._total:
             self._p.update(self._id, visible=False)  # finished inner loops get out of the way
 
 
@@ -130,7 +131,8 @@ def _run_checks(pattern: str | None) -> list[dict[str, Any]]:
     theory = _theory()
     if theory is None:
         raise ConfigError("verify: deeplinear.theory is not installed in this tree yet")
-    total = None if pattern else len(getattr(theory, "CHECKS", {})) or None
+    names = list(getattr(theory, "CHECKS", {}))
+    total = sum(pattern is None or pattern in n for n in names) or None  # -k is a substring
     with rich_progress() as progress:
         bar = progress.task("theory checks", total)
         try:
