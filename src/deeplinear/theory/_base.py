@@ -1,0 +1,146 @@
+"""Check registry: every statement of the notes becomes a named, parameterized numerical check."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def _plain(x: Any) -> Any:
+    """Convert numpy/jax scalars and arrays (and containers of them) to JSON-serializable values."""
+    if isinstance(x, Mapping):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    if isinstance(x, bool | np.bool_):
+        return bool(x)
+    if isinstance(x, int | np.integer):
+        return int(x)
+    if isinstance(x, float | np.floating):
+        return float(x)
+    if isinstance(x, str) or x is None:
+        return x
+    arr = np.asarray(x)
+    if arr.ndim == 0:
+        return _plain(arr.item())
+    return _plain(arr.tolist())
+
+
+@dataclass
+class CheckResult:
+    """Outcome of one check: ``measured`` is compared with ``predicted`` within ``tolerance``
+    (the relation is stated in ``statement``); ``params`` records seed, sizes and diagnostics."""
+
+    name: str
+    statement: str
+    measured: float
+    predicted: float
+    tolerance: float
+    passed: bool
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Exactly the keys name, statement, measured, predicted, tolerance, passed, params."""
+        out = {
+            "name": self.name,
+            "statement": self.statement,
+            "measured": _finite_or_str(self.measured),
+            "predicted": _finite_or_str(self.predicted),
+            "tolerance": _finite_or_str(self.tolerance),
+            "passed": bool(self.passed),
+            "params": _plain(self.params),
+        }
+        return out
+
+
+def _finite_or_str(x: Any) -> float | str:
+    x = float(x)
+    return x if math.isfinite(x) else str(x)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a check function returns; the registry wraps it into a :class:`CheckResult`."""
+
+    measured: float
+    predicted: float
+    tolerance: float
+    passed: bool
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A named statement with its numerical test. ``run(**overrides)`` replaces default
+    parameters (unknown names raise ``ValueError``)."""
+
+    name: str
+    statement: str
+    section: str
+    fn: Callable[..., Outcome]
+    defaults: dict[str, Any]
+
+    def run(self, **overrides: Any) -> CheckResult:
+        unknown = set(overrides) - set(self.defaults)
+        if unknown:
+            raise ValueError(
+                f"check {self.name!r} has no parameter(s) {sorted(unknown)}; "
+                f"its parameters are {sorted(self.defaults)}"
+            )
+        params = {**self.defaults, **overrides}
+        out = self.fn(**params)
+        record = dict(params)
+        record["diagnostics"] = out.diagnostics
+        return CheckResult(
+            name=self.name,
+            statement=f"{self.statement} [{self.section}]",
+            measured=float(out.measured),
+            predicted=float(out.predicted),
+            tolerance=float(out.tolerance),
+            passed=bool(out.passed),
+            params=record,
+        )
+
+
+CHECKS: OrderedDict[str, Check] = OrderedDict()
+
+
+def check(name: str, section: str, statement: str) -> Callable[[Callable[..., Outcome]], Check]:
+    """Register ``fn`` as a check; its keyword defaults are the check's parameters."""
+
+    def deco(fn: Callable[..., Outcome]) -> Check:
+        if name in CHECKS:
+            raise ValueError(f"check {name!r} is already registered")
+        sig = inspect.signature(fn)
+        defaults = {k: p.default for k, p in sig.parameters.items()}
+        missing = [k for k, v in defaults.items() if v is inspect.Parameter.empty]
+        if missing:
+            raise ValueError(f"check {name!r}: parameters {missing} need defaults")
+        c = Check(name, statement, section, fn, defaults)
+        CHECKS[name] = c
+        return c
+
+    return deco
+
+
+def run_checks(
+    pattern: str | None = None, on_result: Callable[[CheckResult], None] | None = None
+) -> list[CheckResult]:
+    """Run every registered check whose name contains ``pattern`` (``-k`` style; all if None),
+    in registry order, calling ``on_result`` after each one."""
+    selected = [c for n, c in CHECKS.items() if pattern is None or pattern in n]
+    if pattern is not None and not selected:
+        raise ValueError(f"no check name contains {pattern!r}; names are {list(CHECKS)}")
+    results = []
+    for c in selected:
+        r = c.run()
+        results.append(r)
+        if on_result is not None:
+            on_result(r)
+    return results
