@@ -276,3 +276,27 @@ def test_reproduce_fails_on_failed_check(fakes, tmp_path, monkeypatch) -> None:
     assert (tmp_path / "d" / "report.html").exists()  # the report is written anyway
     res = runner.invoke(app, ["reproduce", "--only", "nope", "--out", str(tmp_path / "e")])
     assert res.exit_code == 2 and "'nope' is not registered" in res.stderr
+
+
+def test_run_refuses_foreign_out_dir(fakes, tmp_path) -> None:
+    (tmp_path / "mine.txt").write_text("precious")
+    res = runner.invoke(app, ["run", "clifake-a", "--quick", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "is not a run folder" in res.stderr
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_reproduce_continues_past_a_failing_experiment(fakes, tmp_path, monkeypatch) -> None:
+    import dataclasses
+
+    def broken(config, progress):
+        raise RuntimeError("experiment crashed")
+
+    monkeypatch.setitem(REGISTRY, "clifake-a",
+                        dataclasses.replace(REGISTRY["clifake-a"], run=broken))
+    res = runner.invoke(app, ["reproduce", "--quick", "--only", "clifake-a", "--only",
+                              "clifake-b", "--no-verify", "--out", str(tmp_path / "d")])
+    assert res.exit_code == 1 and "1 experiment(s) not done" in res.stderr
+    assert json.loads((tmp_path / "d" / "clifake-b" / "status.json").read_text())["status"] \
+        == "done"
+    html_text = (tmp_path / "d" / "report.html").read_text()
+    assert "RuntimeError: experiment crashed" in html_text and "curve_b.png" in html_text

@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from deeplinear.config import ConfigError, dump_toml, validate
+from deeplinear.experiments.base import Experiment
 from deeplinear.report import dumps_checks, fmt, write_report
-from deeplinear.store import RunOutcome, atomic_write, execute_run
+from deeplinear.store import RunOutcome, atomic_write, clean_partials, execute_run
 from deeplinear.sweep import build_spec, expand, get_experiment, load_experiments, load_grid
 from deeplinear.sweep import run_sweep as _run_sweep
 
@@ -188,7 +189,10 @@ def run_cmd(
         return
     run_dir = out or Path("runs") / f"{exp.name}-{spec.run_id}"
     with rich_progress() as progress:
-        outcome = execute_run(exp, cfg, run_dir, progress=progress, replace=True)
+        try:
+            outcome = execute_run(exp, cfg, run_dir, progress=progress, replace=True)
+        except ValueError as err:  # --out names a folder that is not a run folder
+            raise ConfigError(str(err)) from None
     _finish_run(outcome)
 
 
@@ -309,14 +313,12 @@ def reproduce_cmd(
     if not names:
         raise ConfigError("reproduce: no experiment is registered")
     out.mkdir(parents=True, exist_ok=True)
+    clean_partials(out)
     outcomes: list[RunOutcome] = []
     with rich_progress() as progress:
         outer = progress.outer("experiments", len(names))
         for name in names:
-            exp = registry[name]
-            spec = build_spec(exp, preset=preset)
-            cfg = validate(exp.config_model, spec.config)
-            outcomes.append(execute_run(exp, cfg, out / name, progress=progress))
+            outcomes.append(_reproduce_one(registry[name], preset, out / name, progress))
             progress.advance_outer(outer)
     checks = None
     if verify:
@@ -336,6 +338,17 @@ def reproduce_cmd(
     if bad or n_fail:
         typer.echo(f"error: {len(bad)} experiment(s) not done, {n_fail} check(s) failed", err=True)
         raise typer.Exit(1)
+
+
+def _reproduce_one(exp: Experiment, preset: str, run_dir: Path,
+                   progress: RichProgress) -> RunOutcome:
+    """One experiment of ``reproduce``; a bad preset or folder is this run's failure only."""
+    try:
+        spec = build_spec(exp, preset=preset)
+        cfg = validate(exp.config_model, spec.config)
+        return execute_run(exp, cfg, run_dir, progress=progress)
+    except ValueError as err:  # ConfigError included
+        return RunOutcome("-", exp.name, "failed", 0.0, str(run_dir), " ".join(str(err).split()))
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m deeplinear.cli`

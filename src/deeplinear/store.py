@@ -192,6 +192,11 @@ def execute_run(
     """
     run_dir = Path(run_dir)
     rid = run_id(experiment.name, config)
+    if run_dir.is_dir() and any(run_dir.iterdir()) and read_status(run_dir) is None:
+        raise ValueError(
+            f"run folder {str(run_dir)!r} exists and is not a run folder (no status.json); "
+            "choose another --out"
+        )
     if not replace and is_finished(run_dir, rid):
         status = read_status(run_dir) or {}
         return RunOutcome(rid, experiment.name, status["status"], 0.0, str(run_dir), skipped=True)
