@@ -22,6 +22,7 @@ from deeplinear.config import (
     validate,
 )
 from deeplinear.experiments.base import REGISTRY, Experiment, Results
+from deeplinear.sweep import load_experiments, preset_of
 
 
 class Train(BaseModel):
@@ -182,3 +183,19 @@ def test_print_config_shows_merged_layers(fake, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     data = tomllib.loads(res.stdout)
     assert data["depth"] == 6 and data["train"]["steps"] == 11 and data["p"] == 4
+
+
+REAL = list(load_experiments())
+
+
+@pytest.mark.parametrize("name", REAL or ["(none registered yet)"])
+@pytest.mark.parametrize("preset", ["default", "quick", "paper"])
+def test_real_experiment_presets_roundtrip(name: str, preset: str) -> None:
+    """Every registered experiment's presets validate, and its config survives config.toml."""
+    if name not in REGISTRY:
+        pytest.skip("no real experiment is registered yet")
+    exp = REGISTRY[name]
+    cfg = build_config(exp.config_model, preset=preset_of(exp, preset))
+    again = validate(exp.config_model, tomllib.loads(dump_toml(cfg)))
+    assert again == cfg and run_id(name, again) == run_id(name, cfg)
+    assert exp.description.strip(), "list shows the first line of the description"
