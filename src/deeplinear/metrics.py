@@ -20,13 +20,14 @@ def _tolerance(s: jax.Array, W: jax.Array, tol: float | None) -> jax.Array:
 
 def effective_rank(W: jax.Array, tol: float | None = None) -> jax.Array:
     """Effective rank ``exp(H(p))``, ``p_i = σ_i / Σ σ_j`` over the nonzero σ's (Roy & Vetterli
-    2007, §2.13). "Nonzero" means above ``tol`` (default: ``σ_1 max(shape) eps``)."""
+    2007, §2.13). "Nonzero" means above ``tol`` (default: ``σ_1 max(shape) eps``); 0 for W = 0."""
     s = singular_values(W)
     keep = s > _tolerance(s, W, tol)
     s = jnp.where(keep, s, 0.0)
-    p = s / jnp.sum(s, axis=-1, keepdims=True)
+    total = jnp.sum(s, axis=-1, keepdims=True)
+    p = s / jnp.where(total > 0, total, 1.0)
     logs = jnp.where(keep, jnp.log(jnp.where(keep, p, 1.0)), 0.0)
-    return jnp.exp(-jnp.sum(p * logs, axis=-1))
+    return jnp.where(jnp.any(keep, axis=-1), jnp.exp(-jnp.sum(p * logs, axis=-1)), 0.0)
 
 
 def rank(W: jax.Array, tol: float | None = None) -> jax.Array:
