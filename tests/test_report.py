@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from deeplinear.cli import app
 from deeplinear.experiments.base import Experiment, Results
-from deeplinear.report import comparison, find_runs, flatten, write_report
+from deeplinear.report import comparison, find_runs, flatten, sweep_tables, write_report
 from deeplinear.store import execute_run
 
 matplotlib.use("Agg")
@@ -146,3 +146,18 @@ def test_report_command(runs_dir) -> None:
 def test_report_missing_dir_is_exit_2(tmp_path) -> None:
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "does not exist" in res.stderr
+
+
+def test_sweep_table_lists_varying_config_and_measured(tmp_path) -> None:
+    root = tmp_path / "sw"
+    for depth in (1, 2, 3):
+        execute_run(EXP, Cfg(depth=depth), root / f"d{depth}")
+    execute_run(EXP, Cfg(depth=4, mode="diverge"), root / "d4")
+    header, rows = sweep_tables(find_runs(root))["reportfake"]
+    assert header[:3] == ["run", "status", "depth"] and "recon_error.depth_3" in header
+    assert "mode" in header  # varies because of the diverged run
+    col = header.index("recon_error.depth_3")
+    got = {row[0]: row[col] for row in rows}
+    assert got == {"d1": 0.1, "d2": 0.01, "d3": 0.001, "d4": None}  # diverged: no number
+    write_report(root)
+    assert "Sweep: reportfake (4 runs)" in (root / "report.html").read_text()

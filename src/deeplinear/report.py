@@ -112,6 +112,31 @@ def comparison(record: RunRecord) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def sweep_tables(runs: list[RunRecord]) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """Per experiment with several runs (a sweep): one row per run with the config keys that vary
+    across its runs and the measured summary (blank for runs that are not ``done``)."""
+    by_exp: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        by_exp.setdefault(str(r.status.get("experiment")), []).append(r)
+    out = {}
+    for name, group in by_exp.items():
+        if len(group) < 2:
+            continue
+        configs = [flatten(r.status.get("config") or {}) for r in group]
+        keys = list(dict.fromkeys(k for c in configs for k in c))
+        varying = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True)
+                                           for c in configs}) > 1]
+        measured = list(dict.fromkeys(k for r in group for k in flatten(r.summary)))
+        rows = []
+        for r, c in zip(group, configs, strict=True):
+            done = r.status.get("status") == "done"
+            summ = flatten(r.summary) if done else {}
+            rows.append([r.path.name, r.status.get("status"), *(c.get(k) for k in varying),
+                         *(summ.get(k) for k in measured)])
+        out[name] = (["run", "status", *varying, *measured], rows)
+    return out
+
+
 def _is_num(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -168,6 +193,9 @@ def render_html(root: Path, runs: list[RunRecord], checks: list[dict[str, Any]] 
     if checks is not None:
         n_fail = sum(not c.get("passed") for c in checks)
         parts.append(f"<p>Theory checks: {len(checks) - n_fail} passed, {n_fail} failed.</p>")
+    for name, (header, rows) in sweep_tables(runs).items():
+        parts.append(f"<h2>Sweep: {e(name)} ({len(rows)} runs)</h2>")
+        parts.append(_table(header, rows))
     for r in runs:
         state = r.status.get("status")
         parts.append(f"<h2 id='{e(r.path.name)}'>{e(r.title)}</h2>")
@@ -219,6 +247,9 @@ def render_markdown(root: Path, runs: list[RunRecord], checks: list[dict[str, An
              _md_table(["experiment", "run", "status", "seconds"],
                        [[r.status.get("experiment"), r.path.name, r.status.get("status"),
                          r.status.get("seconds")] for r in runs])]
+    for name, (header, rows) in sweep_tables(runs).items():
+        parts.append(f"## Sweep: {name} ({len(rows)} runs)\n")
+        parts.append(_md_table(header, rows))
     for r in runs:
         state = r.status.get("status")
         parts.append(f"## {r.title}\n")
