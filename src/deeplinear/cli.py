@@ -80,6 +80,9 @@ class RichProgress:
     def advance_outer(self, task_id: rp.TaskID) -> None:
         self._p.advance(task_id)
 
+    def describe(self, task_id: rp.TaskID, description: str) -> None:
+        self._p.update(task_id, description=description)
+
 
 @contextmanager
 def rich_progress() -> Iterator[RichProgress]:
@@ -318,6 +321,7 @@ def reproduce_cmd(
     with rich_progress() as progress:
         outer = progress.outer("experiments", len(names))
         for name in names:
+            progress.describe(outer, f"experiments: {name}")
             outcomes.append(_reproduce_one(registry[name], preset, out / name, progress))
             progress.advance_outer(outer)
     checks = None
