@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -199,3 +200,25 @@ def test_real_experiment_presets_roundtrip(name: str, preset: str) -> None:
     again = validate(exp.config_model, tomllib.loads(dump_toml(cfg)))
     assert again == cfg and run_id(name, again) == run_id(name, cfg)
     assert exp.description.strip(), "list shows the first line of the description"
+
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_are_valid(path: Path) -> None:
+    """Grid files (they name an ``experiment``) expand; config files named ``<experiment>-*.toml``
+    validate against that experiment's model. Skipped while the experiment is not registered."""
+    from deeplinear.sweep import expand, load_grid
+
+    data = load_toml(path)
+    if "experiment" in data:
+        if data["experiment"] not in REGISTRY:
+            pytest.skip(f"{data['experiment']} is not registered")
+        assert expand(load_grid(path))
+        return
+    owners = [n for n in REGISTRY if path.stem.startswith(f"{n}-") or path.stem == n]
+    if not owners:
+        pytest.skip(f"no registered experiment named by {path.name}")
+    exp = REGISTRY[max(owners, key=len)]
+    build_config(exp.config_model, files=[path])

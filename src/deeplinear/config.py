@@ -109,7 +109,7 @@ def _format_error(err: ValidationError) -> str:
             msg = msg[len("Value error, ") :]
         if item["type"] not in ("extra_forbidden", "missing") and "input" in item:
             got = item["input"]
-            if not isinstance(got, dict):
+            if not isinstance(got, dict) and "got" not in msg:  # validators often say it
                 msg += f" (got {got!r})"
         parts.append(f"{loc}: {msg}")
     return "; ".join(" ".join(p.split()) for p in parts)
