@@ -135,10 +135,12 @@ def completion(mask: np.ndarray, values: np.ndarray) -> Loss:
 
 
 def solve(rhs: Callable[[np.ndarray], np.ndarray], y0: np.ndarray, ts: np.ndarray, *,
-          rtol: float = 1e-11, atol: float = 1e-13, dense: bool = False, events=None):
-    """DOP853 on ``y' = rhs(y)`` over ``[0, ts[-1]]``, returning the scipy solution."""
+          rtol: float = 1e-11, atol: float = 1e-13, dense: bool = False, events=None,
+          method: str = "DOP853"):
+    """Integrate ``y' = rhs(y)`` over ``[0, ts[-1]]`` (DOP853; LSODA for stiff long runs),
+    returning the scipy solution."""
     sol = solve_ivp(lambda t, y: rhs(y), (0.0, float(ts[-1])), np.asarray(y0, dtype=float),
-                    method="DOP853", t_eval=ts, rtol=rtol, atol=atol, dense_output=dense,
+                    method=method, t_eval=ts, rtol=rtol, atol=atol, dense_output=dense,
                     events=events)
     if sol.status == -1:
         raise RuntimeError(f"reference ODE solve failed: {sol.message}")
@@ -159,7 +161,7 @@ def _unflat(y, shapes) -> Factors:
 
 
 def factor_flow(fs: Factors, loss: Loss, ts, *, weight_decay=0.0, rtol: float = 1e-11,
-                atol: float = 1e-13, dense: bool = False, events=None):
+                atol: float = 1e-13, dense: bool = False, events=None, method: str = "DOP853"):
     """Gradient flow on the factors ``Ẇ_j = -∂φ/∂W_j - λ_j W_j`` (§2.4). Returns
     ``(factor tuples at ts, scipy solution, unflatten)``."""
     y0, shapes = _flat(fs)
@@ -171,7 +173,7 @@ def factor_flow(fs: Factors, loss: Loss, ts, *, weight_decay=0.0, rtol: float = 
         return np.concatenate([(-g - lj * w).ravel() for g, w, lj in zip(gs, f, lam, strict=True)])
 
     sol = solve(rhs, y0, np.asarray(ts, dtype=float), rtol=rtol, atol=atol, dense=dense,
-                events=events)
+                events=events, method=method)
     traj = [_unflat(sol.y[:, i], shapes) for i in range(sol.y.shape[1])]
     return traj, sol, (lambda y: _unflat(y, shapes))
 
