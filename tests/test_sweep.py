@@ -265,3 +265,24 @@ def test_kill_9_and_resume(fakes, tmp_path) -> None:
     assert not [d for d in runs.iterdir() if ".partial-" in d.name]
     with SweepIndex(out / "index.sqlite") as idx:
         assert idx.counts()["done"] == 6
+
+
+def test_cli_sweep_on_dask_and_unreachable_scheduler(fakes, tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import deeplinear.sweep as sweep_mod
+    from deeplinear.cli import app
+
+    distributed = pytest.importorskip("distributed")
+    grid = _grid(tmp_path, 'experiment = "sweepfake"\nseeds = [0, 1]\n')
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  protocol="tcp://", host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        res = CliRunner().invoke(app, ["sweep", str(grid), "--out", str(tmp_path / "sw"),
+                                       "--scheduler", cluster.scheduler_address])
+    assert res.exit_code == 0, res.output
+    assert "2 runs (done 2)" in res.stdout
+    monkeypatch.setattr(sweep_mod, "DASK_CONNECT_TIMEOUT", "1s")
+    res = CliRunner().invoke(app, ["sweep", str(grid), "--out", str(tmp_path / "sw2"),
+                                   "--scheduler", "tcp://127.0.0.1:9"])
+    assert res.exit_code == 2 and "--scheduler tcp://127.0.0.1:9: cannot connect" in res.stderr

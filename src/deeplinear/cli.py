@@ -207,7 +207,7 @@ def _finish_run(outcome: RunOutcome) -> None:
         raise typer.Exit(1)
     summary = json.loads((path / "summary.json").read_text())["summary"]
     out_console.print(_summary_table(f"{outcome.experiment} ({outcome.status})", summary))
-    out_console.print(f"run folder: {path}  ({outcome.seconds:.1f} s)")
+    typer.echo(f"run folder: {path}  ({outcome.seconds:.1f} s)")
     if outcome.status != "done":
         typer.echo(f"error: {outcome.experiment} {outcome.status}; see {path}", err=True)
         raise typer.Exit(1)
@@ -252,8 +252,8 @@ def sweep_cmd(
     if result.outcomes:
         out_console.print(_outcomes_table(result.outcomes))
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items() if v)
-    out_console.print(f"sweep {out_dir}: {len(specs)} runs ({counts}); "
-                      f"{result.skipped} were already finished")
+    typer.echo(f"sweep {out_dir}: {len(specs)} runs ({counts}); "
+               f"{result.skipped} were already finished")
     if result.counts.get("failed"):
         raise typer.Exit(1)
 
@@ -268,7 +268,7 @@ def report_cmd(
         html_path, md_path = write_report(directory)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    out_console.print(f"wrote {html_path} and {md_path}")
+    typer.echo(f"wrote {html_path} and {md_path}")
 
 
 @app.command("verify")
@@ -287,7 +287,7 @@ def verify_cmd(
         out_console.print(_checks_table(checks))
     n_fail = sum(not c["passed"] for c in checks)
     if not as_json:
-        out_console.print(f"{len(checks) - n_fail} passed, {n_fail} failed")
+        typer.echo(f"{len(checks) - n_fail} passed, {n_fail} failed")
     if n_fail:
         raise typer.Exit(1)
 
@@ -337,7 +337,7 @@ def reproduce_cmd(
     if checks is not None:
         out_console.print(_checks_table(checks))
         n_fail = sum(not c["passed"] for c in checks)
-    out_console.print(f"report: {html_path} and {md_path}")
+    typer.echo(f"report: {html_path} and {md_path}")
     bad = [o for o in outcomes if o.status != "done"]
     if bad or n_fail:
         typer.echo(f"error: {len(bad)} experiment(s) not done, {n_fail} check(s) failed", err=True)

@@ -44,6 +44,7 @@ from deeplinear.store import (
 )
 
 PLUGIN_ENV = "DEEPLINEAR_EXPERIMENTS"
+DASK_CONNECT_TIMEOUT = "20s"
 
 
 def load_experiments() -> dict[str, Experiment]:
@@ -283,7 +284,12 @@ def _run_dask(todo, runs_root, scheduler, submitted, record, crashed) -> None:  
         return
     from distributed import Client, as_completed
 
-    with Client(scheduler) as client:
+    try:
+        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as err:
+        raise ConfigError(f"--scheduler {scheduler}: cannot connect ({err})".splitlines()[0]
+                          ) from None
+    with client:
         futures, specs = [], {}
         for spec in todo:
             submitted(spec)
