@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
 
 from deeplinear.config import run_id
@@ -22,6 +24,7 @@ from deeplinear.store import (
     is_finished,
     load_results,
     read_status,
+    read_table,
     table_csv,
 )
 
@@ -165,3 +168,28 @@ def test_sweep_index(tmp_path) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         con.execute("UPDATE runs SET status = 'weird' WHERE run_id = 'r1'")
     con.close()
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(["step", "loss", "sigma_1"]),
+                                st.one_of(st.integers(-(10**12), 10**12),
+                                          st.floats(allow_nan=False, allow_infinity=False)),
+                                min_size=1), min_size=1, max_size=20))
+def test_csv_tables_roundtrip_exactly(rows) -> None:
+    """Numbers written to a metrics CSV come back with their exact value and type (floats via
+    repr), missing cells as empty strings."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "t.csv"
+        path.write_text(table_csv(rows))
+        back = read_table(path)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    for row, got in zip(rows, back, strict=True):
+        assert list(got) == keys
+        for k in keys:
+            if k in row:
+                assert got[k] == row[k]
+                # an integral float such as 2.0 is written "2.0" and must stay a float
+                assert type(got[k]) is type(row[k])
+            else:
+                assert got[k] == ""
