@@ -148,11 +148,12 @@ def test_seeds_need_a_seed_field(fakes, tmp_path, monkeypatch) -> None:
     class NoSeed(BaseModel):
         model_config = ConfigDict(extra="forbid")
         depth: int = 1
+        seeds: int = 3  # a count of replicas, not a list: cannot take a grid's seeds
 
     exp = Experiment("noseed", "", NoSeed, lambda c, p: Results(), lambda r, d: [])
     monkeypatch.setitem(REGISTRY, "noseed", exp)
     grid = load_grid(_grid(tmp_path, 'experiment = "noseed"\nseeds = [1, 2]\n'))
-    with pytest.raises(ConfigError, match="no 'seed' or 'seeds' config field"):
+    with pytest.raises(ConfigError, match="has neither 'seed: int' nor 'seeds: list"):
         expand(grid)
 
 

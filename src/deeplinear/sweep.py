@@ -17,6 +17,7 @@ import itertools
 import multiprocessing
 import os
 import time
+import typing
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -151,12 +152,14 @@ def expand(grid: Grid, *, preset: str | None = None, sets: Iterable[str] = ()) -
     )
     if grid.seeds is None:
         seed_layers: list[dict[str, Any]] = [{}]
-    elif "seeds" in fields:
+    elif "seeds" in fields and typing.get_origin(fields["seeds"].annotation) is list:
         seed_layers = [{"seeds": list(grid.seeds)}]
     elif "seed" in fields:
         seed_layers = [{"seed": s} for s in grid.seeds]
     else:
-        raise ConfigError(f"seeds: experiment {exp.name!r} has no 'seed' or 'seeds' config field")
+        raise ConfigError(
+            f"seeds: experiment {exp.name!r} has neither 'seed: int' nor 'seeds: list[int]'"
+        )
     keys = list(grid.grid)
     specs: dict[str, RunSpec] = {}
     for values in itertools.product(*(grid.grid[k] for k in keys)):
