@@ -50,6 +50,22 @@ def dims_of(factors: Factors) -> tuple[int, ...]:
     return tuple(dims)
 
 
+_SMALL = 64  # m*k*n at or below which a product is written as a fusible multiply-and-sum
+
+
+def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b``; for tiny matrices an elementwise multiply-and-sum that XLA fuses with the
+    surrounding elementwise work (a separate dot kernel per 2x2 product costs more than the
+    arithmetic; measured in benchmarks/bench_train.py)."""
+    if a.shape[-2] * a.shape[-1] * b.shape[-1] <= _SMALL:
+        return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+    return a @ b
+
+
+def _t(a: jax.Array) -> jax.Array:
+    return jnp.swapaxes(a, -1, -2)
+
+
 def _eye_like(W: jax.Array, n: int) -> jax.Array:
     eye = jnp.eye(n, dtype=W.dtype)
     return jnp.broadcast_to(eye, W.shape[:-2] + (n, n))
@@ -66,7 +82,7 @@ def partial_product(factors: Factors, j: int, k: int) -> jax.Array:
         return _eye_like(W, size)
     out = factors[j - 1]
     for W in factors[j:k]:
-        out = W @ out
+        out = _mm(W, out)
     return out
 
 
@@ -83,21 +99,20 @@ def factor_gradients(factors: Factors, grad_W: jax.Array) -> Factors:
     n = len(factors)
     prefix = [None] * (n + 1)  # prefix[j] = W_{1:j}, prefix[0] = identity (skipped)
     for j in range(1, n + 1):
-        prefix[j] = factors[0] if j == 1 else factors[j - 1] @ prefix[j - 1]
+        prefix[j] = factors[0] if j == 1 else _mm(factors[j - 1], prefix[j - 1])
     grads = [None] * n
     left = grad_W  # W_{j+1:N}^T G, built from the top layer down
     for j in range(n, 0, -1):
-        grads[j - 1] = left if j == 1 else left @ jnp.swapaxes(prefix[j - 1], -1, -2)
+        grads[j - 1] = left if j == 1 else _mm(left, _t(prefix[j - 1]))
         if j > 1:
-            left = jnp.swapaxes(factors[j - 1], -1, -2) @ left
+            left = _mm(_t(factors[j - 1]), left)
     return tuple(grads)
 
 
 def balancedness(factors: Factors) -> Factors:
     """``C_{j,j+1} = W_{j+1}^T W_{j+1} - W_j W_j^T`` for j = 1..N-1 (§2.4; zero when balanced)."""
     return tuple(
-        jnp.swapaxes(factors[j + 1], -1, -2) @ factors[j + 1]
-        - factors[j] @ jnp.swapaxes(factors[j], -1, -2)
+        _mm(_t(factors[j + 1]), factors[j + 1]) - _mm(factors[j], _t(factors[j]))
         for j in range(len(factors) - 1)
     )
 

@@ -9,13 +9,16 @@ divergence. Public surface:
 * :func:`iterate` / :func:`integrate`: the same machinery for any state (e.g. the end-to-end rule);
 * :func:`group_rmsprop` and :func:`make_optimizer` (§4 pitfall 8).
 
-Divergence (a non-finite state or loss, or the loss exceeding ``divergence_factor`` times its
-initial value) stops the run; the last finite state is kept and the status says ``"diverged"``
-with the step where it happened. No NaN is ever recorded.
+Divergence (a non-finite loss, or the loss exceeding ``divergence_factor`` times its initial
+value) stops the run: ``status == "diverged"``, ``diverged_step`` is the iterate whose loss blew
+up, and the state rolls back to the last recorded (finite) one. No NaN is ever recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -167,52 +170,57 @@ def _record(state, to_matrix, problem, metrics, state_metrics):
 
 def _loop(step_fn, state, problem, to_matrix, deltas, stop_loss, divergence_factor,
           metrics, state_metrics, progress):
-    """Run ``step_fn`` (state -> (state, loss at the old state)) with records after each delta."""
+    """Run ``step_fn`` (state -> (state, loss at the old state)) with records after each delta.
+
+    The per-step body does no selection and no reduction over the state (that is what keeps
+    tiny problems fast): the loss it already computes decides. A step whose starting loss is
+    at or below ``stop_loss`` is the last one taken (status "converged"); a non-finite or
+    exploding starting loss marks "diverged", and the chunk then rolls back to its (finite)
+    starting state, the last recorded one.
+    """
     loss0 = problem.loss(to_matrix(state))
     ceiling = divergence_factor * jnp.maximum(jnp.abs(loss0), 1.0)
     threshold = -jnp.inf if stop_loss is None else stop_loss
 
     def body(c):
-        i, n, state, step, status, stop = c
+        i, n, state, step, status = c
         new_state, loss = step_fn(state)
-        converged = loss <= threshold
-        bad = ~jnp.isfinite(loss) | (loss > ceiling) | ~_finite(new_state)
-        status = jnp.where(converged, _CONVERGED, jnp.where(bad, _DIVERGED, _RUNNING))
-        accept = status == _RUNNING
-        state = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new_state, state)
-        step = step + accept.astype(step.dtype)
-        stop = jnp.where(status == _DIVERGED, step + 1, step)
-        return i + 1, n, state, step, status, stop
+        bad = ~jnp.isfinite(loss) | (loss > ceiling)
+        status = jnp.where(bad, _DIVERGED, jnp.where(loss <= threshold, _CONVERGED, _RUNNING))
+        return i + 1, n, new_state, step + 1, status
 
     def cond(c):
-        i, n, _, _, status, _ = c
+        i, n, _, _, status = c
         return (i < n) & (status == _RUNNING)
 
     def outer(carry, delta):
-        state, step, status, stop = carry
-        _, _, state, step, status, stop = jax.lax.while_loop(
-            cond, body, (jnp.int64(0), delta, state, step, status, stop)
+        state, step, status = carry
+        _, _, new, new_step, new_status = jax.lax.while_loop(
+            cond, body, (jnp.int64(0), delta, state, step, status)
         )
+        diverged = (new_status == _DIVERGED) & (status != _DIVERGED)
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(diverged, a, b), state, new)
+        stop = jnp.where(diverged, new_step - 1, -1)  # the iterate whose loss blew up
+        step = jnp.where(diverged, step, new_step)
         if progress is not None:
             jax.debug.callback(progress, step)
         rec = _record(state, to_matrix, problem, metrics, state_metrics)
-        return (state, step, status, stop), (step, rec)
+        return (state, step, new_status), (step, stop, rec)
 
     zero = jnp.int64(0)
     status0 = jnp.where(loss0 <= threshold, _CONVERGED, _RUNNING)
-    carry, (steps, recs) = jax.lax.scan(outer, (state, zero, status0, zero), deltas)
+    carry, (steps, stops, recs) = jax.lax.scan(outer, (state, zero, status0), deltas)
     first = _record(state, to_matrix, problem, metrics, state_metrics)
     steps = jnp.concatenate([zero[None], steps])
     recs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), first, recs)
-    state, step, status, stop = carry
-    return state, steps, recs, status, stop
+    state, step, status = carry
+    return state, steps, recs, status, step, jnp.max(stops)
 
 
-def _pack(state, steps, recs, status, stop, to_matrix, diverged_steps=True) -> TrainResult:
+def _pack(state, steps, recs, status, stop, diverged, to_matrix) -> TrainResult:
     steps = np.asarray(steps)
     recs = {k: np.asarray(v) for k, v in recs.items()}
-    status = np.asarray(status)
-    stop = np.asarray(stop)
+    status, stop, diverged = np.asarray(status), np.asarray(stop), np.asarray(diverged)
     W = np.asarray(to_matrix(state))
     state = jax.tree_util.tree_map(np.asarray, state)
     if steps.ndim == 1:  # single run: drop the repeated records after the stop
@@ -220,13 +228,10 @@ def _pack(state, steps, recs, status, stop, to_matrix, diverged_steps=True) -> T
         steps = steps[keep]
         recs = {k: v[keep] for k, v in recs.items()}
         code = int(status)
-        return TrainResult(
-            steps, recs.pop("loss"), recs, state, W, _STATUS[code], int(stop),
-            int(stop) if code == _DIVERGED else None,
-        )
+        return TrainResult(steps, recs.pop("loss"), recs, state, W, _STATUS[code], int(stop),
+                           int(diverged) if code == _DIVERGED else None)
     names = np.vectorize(_STATUS.get)(status)
-    div = np.where(status == _DIVERGED, stop, -1)
-    return TrainResult(steps, recs.pop("loss"), recs, state, W, names, stop, div)
+    return TrainResult(steps, recs.pop("loss"), recs, state, W, names, stop, diverged)
 
 
 def iterate(
@@ -255,7 +260,8 @@ def iterate(
         lambda s: _loop(update, s, problem, to_matrix, deltas, stop_loss, divergence_factor,
                         dict(metrics or {}), dict(state_metrics or {}), _host(progress))
     )
-    return _pack(*fn(state), to_matrix)
+    with _reporting(progress):
+        return _pack(*fn(state), to_matrix)
 
 
 def _check_run(steps, stop_loss, divergence_factor):
@@ -267,10 +273,29 @@ def _check_run(steps, stop_loss, divergence_factor):
         raise ValueError(f"divergence_factor must be > 1, got {divergence_factor!r}")
 
 
+_PROGRESS = threading.local()  # the host callback of the call in flight (set by `_reporting`)
+
+
+def _report_progress(step) -> None:
+    callback = getattr(_PROGRESS, "callback", None)
+    if callback is not None:
+        callback(int(np.max(step)))
+
+
+@contextlib.contextmanager
+def _reporting(callback):
+    """Route the compiled loop's progress callbacks to ``callback`` for the duration of a call,
+    so compiled programs do not depend on (and are not recompiled for) the callback object."""
+    previous = getattr(_PROGRESS, "callback", None)
+    _PROGRESS.callback = callback
+    try:
+        yield
+    finally:
+        _PROGRESS.callback = previous
+
+
 def _host(progress):
-    if progress is None:
-        return None
-    return lambda step: progress(int(np.max(step)))
+    return None if progress is None else _report_progress
 
 
 # --------------------------------------------------------------------------- gradient descent
@@ -281,18 +306,61 @@ def _factor_update(problem, optimizer, weight_decay):
         factors, opt_state = state
         loss, G = problem.value_and_grad(end_to_end(factors))
         grads = factor_gradients(factors, G)
-        if weight_decay:
-            grads = tuple(g + weight_decay * w for g, w in zip(grads, factors, strict=True))
+        grads = tuple(g + weight_decay * w for g, w in zip(grads, factors, strict=True))
         updates, opt_state = optimizer.update(grads, opt_state, factors)
         return (optax.apply_updates(factors, updates), opt_state), loss
 
     return update
 
 
-def _resolve_optimizer(optimizer, lr, optimizer_kwargs):
-    if isinstance(optimizer, optax.GradientTransformation):
-        return optimizer
-    return make_optimizer(optimizer, lr, **(optimizer_kwargs or {}))
+class _Static(NamedTuple):
+    """The hashable, compile-time part of a training call (the cache key of its program)."""
+
+    optimizer: str | optax.GradientTransformation
+    optimizer_kwargs: tuple
+    metrics: tuple
+    state_metrics: tuple
+    progress: bool
+
+
+def _e2e_of_state(state):
+    return end_to_end(state[0])
+
+
+def _train_core(factors, problem, lr, weight_decay, deltas, threshold, divergence_factor, static):
+    if isinstance(static.optimizer, str):
+        opt = make_optimizer(static.optimizer, lr, **dict(static.optimizer_kwargs))
+    else:
+        opt = static.optimizer
+    state = (factors, opt.init(factors))
+    state_metrics = {k: (lambda s, f=f: f(s[0])) for k, f in static.state_metrics}
+    return _loop(_factor_update(problem, opt, weight_decay), state, problem, _e2e_of_state, deltas,
+                 threshold, divergence_factor, dict(static.metrics), state_metrics,
+                 _report_progress if static.progress else None)
+
+
+_train_program = jax.jit(_train_core, static_argnames=("static",))
+
+
+@functools.partial(jax.jit, static_argnames=("static",))
+def _replicas_program(factors, problem, lrs, weight_decay, deltas, threshold, divergence_factor, static):
+    return jax.vmap(
+        lambda f, lr: _train_core(f, problem, lr, weight_decay, deltas, threshold, divergence_factor,
+                                  static)
+    )(factors, lrs)
+
+
+def _prepare(optimizer, optimizer_kwargs, metrics, state_metrics, progress, steps, schedule,
+             stop_loss, divergence_factor):
+    _check_run(steps, stop_loss, divergence_factor)
+    if isinstance(optimizer, str) and optimizer not in _OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    static = _Static(optimizer, tuple(sorted((optimizer_kwargs or {}).items())),
+                     tuple((metrics or {}).items()), tuple((state_metrics or {}).items()),
+                     progress is not None)
+    deltas = jnp.asarray(np.diff((schedule or Schedule.log(50)).points(steps)), dtype=jnp.int64)
+    threshold = -np.inf if stop_loss is None else float(stop_loss)
+    return static, deltas, threshold, float(divergence_factor)
 
 
 def _validate_train(factors, problem, lr):
@@ -328,25 +396,22 @@ def train(
     Plain GD is ``W_j <- W_j - lr (dphi/dW_j + weight_decay W_j)`` with the analytic layer
     gradients of §2.1. ``metrics`` map the end-to-end matrix to a value; ``state_metrics`` map the
     factors (e.g. ``network.imbalance``). The returned ``state`` is the final tuple of factors.
+    ``progress(step)`` is called on the host at every record point.
+
+    The compiled program is cached: calls that differ only in data, ``lr``, ``weight_decay``,
+    ``stop_loss`` or a schedule with the same number of records reuse it (pass the same metric
+    functions, not new lambdas, to benefit).
     """
     _validate_train(factors, problem, lr)
-    opt = _resolve_optimizer(optimizer, lr, optimizer_kwargs)
-    factors = tuple(jnp.asarray(w) for w in factors)
-    state = (factors, opt.init(factors))
-    res = iterate(
-        _factor_update(problem, opt, weight_decay), state, problem, steps=steps,
-        to_matrix=lambda s: end_to_end(s[0]), schedule=schedule, stop_loss=stop_loss,
-        metrics=metrics, state_metrics=_on_factors(state_metrics),
-        divergence_factor=divergence_factor, progress=progress,
-    )
+    static, deltas, threshold, div = _prepare(optimizer, optimizer_kwargs, metrics, state_metrics,
+                                              progress, steps, schedule, stop_loss, divergence_factor)
+    factors = tuple(jnp.asarray(w, dtype=jnp.float64) for w in factors)
+    with _reporting(progress):
+        out = _train_program(factors, problem, jnp.float64(lr), jnp.float64(weight_decay), deltas,
+                             threshold, div, static=static)
+    res = _pack(*out, _e2e_of_state)
     res.state = res.state[0]
     return res
-
-
-def _on_factors(state_metrics):
-    if not state_metrics:
-        return None
-    return {k: (lambda s, f=f: f(s[0])) for k, f in state_metrics.items()}
 
 
 def train_replicas(
@@ -355,7 +420,7 @@ def train_replicas(
     *,
     lr: float | jax.Array,
     steps: int,
-    optimizer: str = "gd",
+    optimizer: str | optax.GradientTransformation = "gd",
     optimizer_kwargs: Mapping[str, Any] | None = None,
     weight_decay: float = 0.0,
     schedule: Schedule | None = None,
@@ -375,20 +440,13 @@ def train_replicas(
     n_rep = factors[0].shape[0]
     lrs = jnp.broadcast_to(jnp.asarray(lr, dtype=jnp.float64), (n_rep,))
     _validate_train(tuple(w[0] for w in factors), problem, np.asarray(lrs))
-    _check_run(steps, stop_loss, divergence_factor)
-    schedule = schedule or Schedule.log(50)
-    deltas = jnp.asarray(np.diff(schedule.points(steps)), dtype=jnp.int64)
-    sm = _on_factors(state_metrics) or {}
-
-    def one(fs, rate):
-        opt = make_optimizer(optimizer, rate, **(optimizer_kwargs or {}))
-        state = (fs, opt.init(fs))
-        upd = _factor_update(problem, opt, weight_decay)
-        return _loop(upd, state, problem, lambda s: end_to_end(s[0]), deltas, stop_loss,
-                     divergence_factor, dict(metrics or {}), sm, _host(progress))
-
-    state, steps_, recs, status, stop = jax.jit(jax.vmap(one))(tuple(factors), lrs)
-    res = _pack(state, steps_, recs, status, stop, lambda s: end_to_end(s[0]))
+    static, deltas, threshold, div = _prepare(optimizer, optimizer_kwargs, metrics, state_metrics,
+                                              progress, steps, schedule, stop_loss, divergence_factor)
+    factors = tuple(jnp.asarray(w, dtype=jnp.float64) for w in factors)
+    with _reporting(progress):
+        out = _replicas_program(factors, problem, lrs, jnp.float64(weight_decay), deltas, threshold,
+                                div, static=static)
+    res = _pack(*out, _e2e_of_state)
     res.state = res.state[0]
     return res
 
@@ -422,6 +480,53 @@ class FlowResult:
         return self.state
 
 
+def _solve(vector_field, y0, problem, t1, ts, to_matrix, solver, rtol, atol, metrics, state_metrics,
+           max_steps):
+    """Traceable diffrax solve: records at ``ts`` plus the final state."""
+    rec = lambda t, y, args: _record(y, to_matrix, problem, metrics, state_metrics)  # noqa: E731
+    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=rec), diffrax.SubSaveAt(t1=True)])
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(lambda t, y, args: vector_field(y)), _SOLVERS[solver](),
+        t0=0.0, t1=t1, dt0=None, y0=y0, saveat=saveat,
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps, throw=False,
+    )
+    return sol.ys, sol.result, sol.stats["num_steps"]
+
+
+def _check_flow(t1, ts, solver, rtol, atol):
+    if not t1 > 0:
+        raise ValueError(f"t1 must be > 0, got {t1!r}")
+    if solver not in _SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if not (rtol > 0 and atol > 0):
+        raise ValueError(f"rtol and atol must be > 0, got {rtol!r}, {atol!r}")
+    ts = np.linspace(0.0, t1, 101) if ts is None else np.asarray(ts, dtype=np.float64)
+    if ts.ndim != 1 or ts[0] < 0 or ts[-1] > t1 or np.any(np.diff(ts) < 0):
+        raise ValueError(f"ts must be sorted times in [0, t1={t1}]")
+    return ts
+
+
+def _finish_flow(out, ts, problem, to_matrix) -> FlowResult:
+    (recs, final), result, nsteps = out
+    recs = {k: np.asarray(v) for k, v in recs.items()}
+    final = jax.tree_util.tree_map(lambda a: np.asarray(a)[0], final)
+    ok = np.all(np.stack([np.all(np.isfinite(v.reshape(len(ts), -1)), axis=1)
+                          for v in recs.values()]), axis=0)
+    if result == diffrax.RESULTS.successful and ok.all():
+        status = "converged"
+    elif result == diffrax.RESULTS.max_steps_reached:
+        status = "max_steps"
+    else:
+        status = "diverged"
+    keep = np.cumprod(ok).astype(bool)
+    recs = {k: v[keep] for k, v in recs.items()}
+    final_ok = bool(_finite(final))
+    W = np.asarray(to_matrix(final)) if final_ok else np.full(problem.shape, np.nan)
+    return FlowResult(ts[keep], recs.pop("loss"), recs, final if final_ok else None, W,
+                      status, int(nsteps))
+
+
 def integrate(
     vector_field: Callable[[Any], Any],
     y0: Any,
@@ -441,48 +546,26 @@ def integrate(
     diffrax solver (PID step control, tolerances ``rtol``/``atol``), recording metrics at ``ts``.
 
     A failed solve (non-finite state, step budget exhausted) gives ``status="diverged"`` or
-    ``"max_steps"`` and records only the times reached with finite values.
+    ``"max_steps"`` and records only the times reached with finite values (``W`` is then NaN
+    and ``state`` None: never use them as a result).
     """
-    if not t1 > 0:
-        raise ValueError(f"t1 must be > 0, got {t1!r}")
-    if solver not in _SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be > 0, got {rtol!r}, {atol!r}")
-    ts = np.linspace(0.0, t1, 101) if ts is None else np.asarray(ts, dtype=np.float64)
-    if ts.ndim != 1 or ts[0] < 0 or ts[-1] > t1 or np.any(np.diff(ts) < 0):
-        raise ValueError(f"ts must be sorted times in [0, t1={t1}]")
+    ts = _check_flow(t1, ts, solver, rtol, atol)
     mets, smets = dict(metrics or {}), dict(state_metrics or {})
+    solve = jax.jit(lambda y: _solve(vector_field, y, problem, float(t1), ts, to_matrix, solver,
+                                     rtol, atol, mets, smets, max_steps))
+    return _finish_flow(solve(y0), ts, problem, to_matrix)
 
-    @jax.jit
-    def solve(y0):
-        rec = lambda t, y, args: _record(y, to_matrix, problem, mets, smets)  # noqa: E731
-        saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=rec), diffrax.SubSaveAt(t1=True)])
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(lambda t, y, args: vector_field(y)), _SOLVERS[solver](),
-            t0=0.0, t1=float(t1), dt0=None, y0=y0, saveat=saveat,
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            max_steps=max_steps, throw=False,
-        )
-        return sol.ys, sol.result, sol.stats["num_steps"]
 
-    (recs, final), result, nsteps = solve(y0)
-    recs = {k: np.asarray(v) for k, v in recs.items()}
-    final = jax.tree_util.tree_map(lambda a: np.asarray(a)[0], final)
-    ok = np.all(np.stack([np.all(np.isfinite(v.reshape(len(ts), -1)), axis=1)
-                          for v in recs.values()]), axis=0)
-    if result == diffrax.RESULTS.successful and ok.all():
-        status = "converged"
-    elif result == diffrax.RESULTS.max_steps_reached:
-        status = "max_steps"
-    else:
-        status = "diverged"
-    keep = np.cumprod(ok).astype(bool)
-    recs = {k: v[keep] for k, v in recs.items()}
-    final_ok = _finite(final)
-    W = np.asarray(to_matrix(final)) if final_ok else np.full(problem.shape, np.nan)
-    return FlowResult(ts[keep], recs.pop("loss"), recs, final if final_ok else None, W,
-                      status, int(nsteps))
+@functools.partial(jax.jit, static_argnames=("static",))
+def _flow_program(factors, problem, weight_decay, t1, ts, static):
+    solver, rtol, atol, metrics, state_metrics, max_steps = static
+
+    def field(fs):
+        grads = factor_gradients(fs, problem.grad(end_to_end(fs)))
+        return tuple(-g - weight_decay * w for g, w in zip(grads, fs, strict=True))
+
+    return _solve(field, factors, problem, t1, ts, end_to_end, solver, rtol, atol, dict(metrics),
+                  dict(state_metrics), max_steps)
 
 
 def gradient_flow(
@@ -499,14 +582,16 @@ def gradient_flow(
     state_metrics: Mapping[str, Callable[[Factors], jax.Array]] | None = None,
     max_steps: int = 1_000_000,
 ) -> FlowResult:
-    """Gradient flow on the factors, ``dW_j/dt = -dphi/dW_j - lambda W_j`` (§2.4), by diffrax."""
+    """Gradient flow on the factors, ``dW_j/dt = -dphi/dW_j - lambda W_j`` (§2.4), by diffrax.
+
+    The compiled program is cached across calls that differ only in data, ``t1``, ``ts`` values
+    or ``weight_decay`` (see :func:`integrate` for the recording and failure semantics).
+    """
     _validate_train(factors, problem, 1.0)
+    ts = _check_flow(t1, ts, solver, rtol, atol)
     factors = tuple(jnp.asarray(w, dtype=jnp.float64) for w in factors)
-
-    def field(fs):
-        grads = factor_gradients(fs, problem.grad(end_to_end(fs)))
-        return tuple(-g - weight_decay * w for g, w in zip(grads, fs, strict=True))
-
-    return integrate(field, factors, problem, t1, to_matrix=end_to_end, ts=ts, rtol=rtol,
-                     atol=atol, solver=solver, metrics=metrics, state_metrics=state_metrics,
-                     max_steps=max_steps)
+    static = (solver, float(rtol), float(atol), tuple((metrics or {}).items()),
+              tuple((state_metrics or {}).items()), int(max_steps))
+    out = _flow_program(factors, problem, jnp.float64(weight_decay), jnp.float64(t1),
+                        jnp.asarray(ts), static=static)
+    return _finish_flow(out, ts, problem, end_to_end)
