@@ -15,6 +15,8 @@ so the vector field, the discrete rule and the spectrum all come from ONE SVD.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -32,6 +34,10 @@ __all__ = [
     "track_signed_svd",
     "deficiency_margin",
 ]
+
+# Public functions are jitted (``depth`` static): eager callers compile once per shape instead of
+# once per primitive, and jit/vmap users are unaffected.
+_jit_depth = partial(jax.jit, static_argnames=("depth",))
 
 
 def _check_depth(depth: int) -> int:
@@ -72,11 +78,16 @@ def fractional_power(A: jax.Array, alpha: float | jax.Array) -> jax.Array:
     Computed by ``eigh`` of the symmetrized matrix; negative (and rounding-level) eigenvalues are
     clipped to 0 (§4 pitfall 1). ``alpha`` must be >= 0.
     """
+    if isinstance(alpha, int | float) and alpha < 0:
+        raise ValueError(f"alpha must be >= 0 (fractional power of a PSD matrix), got {alpha!r}")
     A = _check_matrix("A", A)
     if A.shape[0] != A.shape[1]:
         raise ValueError(f"A must be square (a PSD matrix), got shape {A.shape}")
-    if not isinstance(alpha, jax.Array) and float(alpha) < 0:
-        raise ValueError(f"alpha must be >= 0 (fractional power of a PSD matrix), got {alpha!r}")
+    return _fractional_power(A, alpha)
+
+
+@jax.jit
+def _fractional_power(A: jax.Array, alpha: float | jax.Array) -> jax.Array:
     lam, Q = jnp.linalg.eigh(0.5 * (A + A.T))
     lam = _relative_floor(jnp.clip(lam, 0.0), A.shape[0])
     return (Q * _power0(lam, alpha)) @ Q.T
@@ -102,6 +113,7 @@ def _kernel(s_left: jax.Array, s_right: jax.Array, depth: int) -> jax.Array:
     return K
 
 
+@_jit_depth
 def apply_preconditioner(W: jax.Array, G: jax.Array, depth: int) -> jax.Array:
     """``P_W(G) = Σ_{j=1}^N [WWᵀ]^{(j-1)/N} G [WᵀW]^{(N-j)/N}`` (Theorem 1, §2.7), from one SVD."""
     depth = _check_depth(depth)
@@ -114,6 +126,7 @@ def apply_preconditioner(W: jax.Array, G: jax.Array, depth: int) -> jax.Array:
     return U @ (_kernel(s_left, s_right, depth) * (U.T @ G @ V)) @ V.T
 
 
+@_jit_depth
 def end_to_end_flow(
     W: jax.Array, grad: jax.Array, depth: int, weight_decay: float | jax.Array = 0.0
 ) -> jax.Array:
@@ -128,6 +141,7 @@ def end_to_end_flow(
     return -apply_preconditioner(W, grad, depth) - depth * weight_decay * W
 
 
+@_jit_depth
 def end_to_end_update(
     W: jax.Array,
     grad: jax.Array,
@@ -140,6 +154,7 @@ def end_to_end_update(
     return (1.0 - lr * weight_decay * depth) * W - lr * apply_preconditioner(W, grad, depth)
 
 
+@_jit_depth
 def preconditioner(W: jax.Array, depth: int) -> jax.Array:
     """Explicit ``P_W = Σ_j [WᵀW]^{(N-j)/N} ⊗ [WWᵀ]^{(j-1)/N}`` (§2.7), size ``d_N d_0``.
 
@@ -158,6 +173,7 @@ def preconditioner(W: jax.Array, depth: int) -> jax.Array:
     )
 
 
+@_jit_depth
 def preconditioner_eigenvalues(W: jax.Array, depth: int) -> jax.Array:
     """Eigenvalues of ``P_W`` in closed form (§2.7): a ``(d_N, d_0)`` grid ``K`` whose entry
     ``K[r, r'] = Σ_j σ_r^{2(j-1)/N} σ_{r'}^{2(N-j)/N}`` belongs to the eigenvector
@@ -168,6 +184,7 @@ def preconditioner_eigenvalues(W: jax.Array, depth: int) -> jax.Array:
     return _kernel(s_left, s_right, depth)
 
 
+@_jit_depth
 def single_output_flow(w: jax.Array, grad: jax.Array, depth: int) -> jax.Array:
     """Single-output end-to-end flow (§2.8, ACH18 Claim 2), ``d_N = 1``:
     ``ẇ = -‖w‖^{2-2/N} (∇ℓ + (N-1) ⟨w,∇ℓ⟩ w / ‖w‖²)``. ``w`` is ``(d_0,)`` or ``(1, d_0)``; the
@@ -189,6 +206,7 @@ def _single_output_formula(w: jax.Array, grad: jax.Array, depth: int) -> jax.Arr
     return -_power0(sq, 1.0 - 1.0 / depth) * (grad + (depth - 1) * along)
 
 
+@_jit_depth
 def singular_value_flow(
     U: jax.Array, s: jax.Array, V: jax.Array, G: jax.Array, depth: int
 ) -> jax.Array:
@@ -203,6 +221,7 @@ def singular_value_flow(
     return -depth * _power0(s**2, 1.0 - 1.0 / depth) * g
 
 
+@_jit_depth
 def singular_vector_flow(
     U: jax.Array, s: jax.Array, V: jax.Array, G: jax.Array, depth: int
 ) -> tuple[jax.Array, jax.Array]:
@@ -250,6 +269,7 @@ def _match(prev_U: jax.Array, prev_V: jax.Array, U: jax.Array, V: jax.Array) -> 
     return perm
 
 
+@jax.jit
 def track_signed_svd(Ws: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Follow the signed SVD ``W(t) = U(t) diag(σ(t)) V(t)ᵀ`` through time (§2.12, §4 pitfall 6).
 
@@ -281,6 +301,7 @@ def track_signed_svd(Ws: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return U, s, V
 
 
+@jax.jit
 def deficiency_margin(W: jax.Array, target: jax.Array) -> jax.Array:
     """Deficiency margin of ``W`` w.r.t. ``Φ`` for the whitened square loss (§2.11, ACGH19 Def 2):
     ``c = σ_min(Φ) - ‖W - Φ‖_F``; W has margin c > 0 iff this is positive."""

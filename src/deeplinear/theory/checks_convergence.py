@@ -143,7 +143,7 @@ def _gd_program(shapes: tuple, n_chunks: int):
        "(η c^{2(N-1)/N}) steps: measured (φ(T) - ℓ*)/ε <= 1")
 def gd_convergence_constants(seed: int = 0, dims: tuple = (2, 3, 2), margin: float = 0.9,
                              lr_factor: float = 1.0, no_margin: bool = False,
-                             log_reduction: float = 1.0, n_records: int = 20):
+                             log_reduction: float = 2.0, n_records: int = 20):
     dims = ref.check_dims(dims, 1)
     depth = len(dims) - 1
     r = ref.rng(seed)

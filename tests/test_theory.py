@@ -1,0 +1,99 @@
+"""Every theory check passes at its (small) default size and FAILS when its assumption is
+broken on purpose, so no check can pass vacuously."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from deeplinear.theory import CHECKS, CheckResult, run_checks
+
+# name -> parameters that break the statement's assumption (the check must then fail)
+BREAKS = {
+    "nonconvexity": dict(target_scale=0.0),  # ℓ(0) = min ℓ
+    "origin_non_strict_saddle": dict(dims=(2, 3, 2)),  # depth 2: Hessian ≠ 0
+    "origin_strict_saddle_depth2": dict(dims=(2, 3, 3, 2)),  # depth 3: Hessian = 0
+    "symmetric_factorization": dict(symmetric=False),  # W = UVᵀ, not UUᵀ
+    "balancedness_conserved": dict(weight_decay=0.5),  # not plain gradient flow
+    "balancedness_decay_weight_decay": dict(uniform=False),  # λ on one layer only
+    "theorem1_end_to_end": dict(balanced=False),
+    "key_lemma_partial_products": dict(balanced=False),
+    "preconditioner_spectrum": dict(vec_order="C"),  # row-major vec
+    "single_output_form": dict(output_dim=2),  # d_N > 1
+    "not_a_gradient_field": dict(depth=2, shapes=((1, 3),)),  # the conservative case
+    "single_output_depth2_is_gradient": dict(depth=3),
+    "discrete_rule_matches_gd": dict(balanced=False),
+    "scalar_network": dict(balanced=False),
+    "deficiency_margin_distance": dict(surgery="max"),  # surgery on the wrong σ
+    "gf_convergence_rate": dict(no_margin=True),  # det flipped: no deficiency margin
+    "gd_convergence_constants": dict(no_margin=True),
+    "failure_without_margin": dict(det_sign=1),  # a margin after all: converges
+    "convex_gf_rate": dict(function="double_well"),  # non-convex f
+    "singular_value_dynamics": dict(balanced=False),
+    "singular_vector_dynamics": dict(balanced=False),
+    "sign_preservation": dict(dims=(3, 3)),  # depth 1: det crosses 0
+    "norms_to_infinity_2x2": dict(det_sign=-1),  # converges to a finite solution
+    "completion_2x2_exercise": dict(b22=0.5),  # a rank-1 solution exists
+}
+
+
+def test_every_check_has_a_break():
+    assert list(CHECKS) and set(BREAKS) == set(CHECKS)
+
+
+@pytest.mark.parametrize("name", list(CHECKS))
+def test_check_passes(name):
+    result = CHECKS[name].run()
+    assert isinstance(result, CheckResult)
+    assert result.passed, result.as_dict()
+    assert "seed" in result.params or "depth" in result.params or "b22" in result.params
+
+
+@pytest.mark.parametrize("name", list(BREAKS))
+def test_check_fails_when_assumption_broken(name):
+    result = CHECKS[name].run(**BREAKS[name])
+    assert not result.passed, result.as_dict()
+
+
+def test_gd_theorem_fails_when_step_far_above_bound():
+    result = CHECKS["gd_convergence_constants"].run(lr_factor=1e6)
+    assert not result.passed
+    assert not result.params["diagnostics"]["assumptions_hold"]
+    assert result.as_dict()["measured"] == "inf"  # divergence is reported, not a number
+
+
+def test_matrix_fields_are_not_gradients_even_at_depth2():
+    assert CHECKS["not_a_gradient_field"].run(depth=2, shapes=((2, 2), (3, 2))).passed
+
+
+def test_as_dict_is_json_with_exact_keys():
+    (result,) = run_checks("balancedness_conserved")
+    d = result.as_dict()
+    assert list(d) == ["name", "statement", "measured", "predicted", "tolerance", "passed",
+                       "params"]
+    text = json.dumps(d)
+    back = json.loads(text)
+    assert back["params"]["seed"] == 0 and back["params"]["dims"] == [3, 4, 5, 2]
+    assert math.isfinite(back["measured"]) and back["passed"] is True
+
+
+def test_run_checks_filters_and_reports():
+    seen = []
+    results = run_checks("2x2", on_result=seen.append)
+    assert [r.name for r in results] == ["norms_to_infinity_2x2", "completion_2x2_exercise"]
+    assert seen == results
+    with pytest.raises(ValueError, match="no check name contains"):
+        run_checks("no_such_check")
+
+
+def test_unknown_parameter_is_a_value_error():
+    with pytest.raises(ValueError, match="has no parameter"):
+        CHECKS["nonconvexity"].run(depth=3)
+
+
+def test_seed_changes_instance_but_not_verdict():
+    a = CHECKS["key_lemma_partial_products"].run(seed=1)
+    b = CHECKS["key_lemma_partial_products"].run(seed=2)
+    assert a.passed and b.passed and a.measured != b.measured
