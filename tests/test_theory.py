@@ -16,6 +16,7 @@ BREAKS = {
     "origin_non_strict_saddle": dict(dims=(2, 3, 2)),  # depth 2: Hessian ≠ 0
     "origin_strict_saddle_depth2": dict(dims=(2, 3, 3, 2)),  # depth 3: Hessian = 0
     "symmetric_factorization": dict(symmetric=False),  # W = UVᵀ, not UUᵀ
+    "width1_quadratic": dict(positive_definite=False),  # indefinite Q: critical ≠ global min
     "balancedness_conserved": dict(weight_decay=0.5),  # not plain gradient flow
     "balancedness_decay_weight_decay": dict(uniform=False),  # λ on one layer only
     "theorem1_end_to_end": dict(balanced=False),
@@ -31,6 +32,7 @@ BREAKS = {
     "gd_convergence_constants": dict(no_margin=True),
     "failure_without_margin": dict(det_sign=1),  # a margin after all: converges
     "convex_gf_rate": dict(function="double_well"),  # non-convex f
+    "gf_limit_is_critical": dict(t1=1.0),  # not yet converged
     "singular_value_dynamics": dict(balanced=False),
     "singular_vector_dynamics": dict(balanced=False),
     "sign_preservation": dict(dims=(3, 3)),  # depth 1: det crosses 0

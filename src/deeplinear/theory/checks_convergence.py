@@ -226,3 +226,26 @@ def convex_gf_rate(seed: int = 0, m: int = 4, d: int = 6, function: str = "l4_re
     measured = float(np.max(vals - bound))
     return Outcome(measured, 0.0, tolerance, measured <= tolerance,
                    {"final_value": float(vals[-1])})
+
+
+@check("gf_limit_is_critical", "Exercise 9",
+       "If a gradient-flow trajectory converges, its limit is a critical point: on a depth-N "
+       "network with least-squares regression, once ‖θ(t1) - θ(t1/2)‖ is small, ‖∇φ(θ(t1))‖ <= tolerance")
+def gf_limit_is_critical(seed: int = 0, dims: tuple = (3, 4, 1), t1: float = 200.0,
+                         tolerance: float = 1e-5):
+    dims = ref.check_dims(dims, 1)
+    r = ref.rng(seed)
+    X = r.standard_normal((8, dims[0]))
+    y = X @ r.standard_normal(dims[0])
+
+    def grad_ell(W):
+        return (X.T @ (X @ W[0] - y) / len(y))[None, :]
+
+    loss = ref.Loss(lambda W: float(np.mean((X @ W[0] - y) ** 2) / 2), grad_ell)
+    fs = ref.balanced(0.5 * r.standard_normal((dims[-1], dims[0])), dims)
+    traj, _, _ = ref.factor_flow(fs, loss, np.array([0.0, t1 / 2, t1]), rtol=1e-10, atol=1e-12)
+    final = traj[-1]
+    gnorm = float(np.sqrt(sum(np.sum(g**2) for g in ref.factor_grads(final, grad_ell(ref.product(final))))))
+    movement = float(np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(final, traj[1], strict=True))))
+    return Outcome(gnorm, 0.0, tolerance, gnorm <= tolerance,
+                   {"late_movement": movement, "final_loss": loss.value(ref.product(traj[-1]))})

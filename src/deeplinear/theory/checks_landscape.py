@@ -124,3 +124,43 @@ def symmetric_factorization(seed: int = 0, d: int = 3, k: int = 3, symmetric: bo
     errs["eigenvalues"] = ref.rel(fd, pred)
     measured = max(errs.values())
     return Outcome(measured, 0.0, tolerance, measured <= tolerance, errs)
+
+
+@check("width1_quadratic", "Exercise 8",
+       "φ(w, u) = (u²/2) wᵀQw with Q ≻ 0 is non-convex (its Hessian has a negative eigenvalue), "
+       "yet every critical point is a global minimum: measured max over critical points found "
+       "from random starts of φ(critical) - inf φ (estimated by sampling) <= tolerance")
+def width1_quadratic(seed: int = 0, d: int = 3, positive_definite: bool = True,
+                     n_starts: int = 20, n_samples: int = 2000, tolerance: float = 1e-8):
+    from scipy.optimize import minimize
+
+    r = ref.rng(seed)
+    B = r.standard_normal((d, d))
+    Q = B @ B.T + 0.1 * np.eye(d)
+    if not positive_definite:  # an indefinite Q: φ is unbounded below
+        Q = Q - 1.5 * np.linalg.eigvalsh(Q)[-1] * np.outer(B[:, 0], B[:, 0]) / (B[:, 0] @ B[:, 0])
+
+    def phi(x):
+        w, u = x[:d], x[d]
+        return 0.5 * u**2 * w @ Q @ w
+
+    def grad(x):
+        w, u = x[:d], x[d]
+        return np.concatenate([u**2 * Q @ w, [u * w @ Q @ w]])
+
+    x0 = r.standard_normal(d + 1)
+    h = 1e-6
+    H = np.stack([(grad(x0 + h * e) - grad(x0 - h * e)) / (2 * h) for e in np.eye(d + 1)])
+    lam_min = float(np.linalg.eigvalsh(0.5 * (H + H.T))[0])
+    crit = []
+    for _ in range(n_starts):
+        res = minimize(lambda x: float(np.sum(grad(x) ** 2)), r.standard_normal(d + 1),
+                       method="BFGS", options={"gtol": 1e-14})
+        if np.linalg.norm(grad(res.x)) < 1e-6:
+            crit.append(phi(res.x))
+    inf_phi = min(0.0, min(phi(3 * r.standard_normal(d + 1)) for _ in range(n_samples)))
+    measured = max(crit) - inf_phi if crit else np.inf
+    ok = lam_min < 0 and measured <= tolerance
+    return Outcome(measured, 0.0, tolerance, ok,
+                   {"hessian_lambda_min": lam_min, "n_critical_points": len(crit),
+                    "sampled_inf_phi": inf_phi})
