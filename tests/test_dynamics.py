@@ -257,3 +257,19 @@ def test_deficiency_margin():
     assert float(dyn.deficiency_margin(W, Phi)) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="same shape"):
         dyn.deficiency_margin(np.eye(3), Phi)
+
+
+_FP = jax.jit(dyn.fractional_power)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), a=st.floats(0.0, 2.0), b=st.floats(0.0, 2.0),
+       rank=st.integers(1, 3))
+def test_fractional_power_semigroup_and_psd(seed, a, b, rank):
+    """[A]^a [A]^b = [A]^{a+b} and [A]^a is PSD, also for singular A (null space: 0^0 = 1)."""
+    B = _rng(seed).standard_normal((3, rank))
+    A = B @ B.T
+    Pa, Pb, Pab = (np.asarray(_FP(A, x)) for x in (a, b, a + b))
+    scale = max(1.0, np.abs(Pab).max())
+    np.testing.assert_allclose(Pa @ Pb, Pab, atol=1e-9 * scale)
+    assert np.linalg.eigvalsh(Pa).min() >= -1e-9 * max(1.0, np.abs(Pa).max())

@@ -13,8 +13,8 @@ from deeplinear.theory import CHECKS, CheckResult, run_checks
 # name -> parameters that break the statement's assumption (the check must then fail)
 BREAKS = {
     "nonconvexity": dict(target_scale=0.0),  # ℓ(0) = min ℓ
-    "origin_non_strict_saddle": dict(dims=(2, 3, 2)),  # depth 2: Hessian ≠ 0
-    "origin_strict_saddle_depth2": dict(dims=(2, 3, 3, 2)),  # depth 3: Hessian = 0
+    "origin_non_strict_saddle": dict(depth=2),  # Hessian ≠ 0
+    "origin_strict_saddle_depth2": dict(depth=3),  # Hessian = 0
     "symmetric_factorization": dict(symmetric=False),  # W = UVᵀ, not UUᵀ
     "width1_quadratic": dict(positive_definite=False),  # indefinite Q: critical ≠ global min
     "balancedness_conserved": dict(weight_decay=0.5),  # not plain gradient flow
@@ -64,6 +64,17 @@ def test_gd_theorem_fails_when_step_far_above_bound():
     assert not result.passed
     assert not result.params["diagnostics"]["assumptions_hold"]
     assert result.as_dict()["measured"] == "inf"  # divergence is reported, not a number
+
+
+def test_gd_theorem_without_margin_fails_on_the_loss_itself():
+    """Not only the hypothesis check: the loss stays above ε (det < 0 cannot reach Φ)."""
+    result = CHECKS["gd_convergence_constants"].run(no_margin=True)
+    assert result.measured > 1 and result.params["diagnostics"]["actual_margin"] < 0
+
+
+def test_non_strict_saddle_depth4_and_strict_saddle_without_gradient_fail():
+    assert CHECKS["origin_non_strict_saddle"].run(depth=4).passed
+    assert not CHECKS["origin_strict_saddle_depth2"].run(target_scale=0.0).passed  # ∇ℓ(0) = 0
 
 
 def test_matrix_fields_are_not_gradients_even_at_depth2():

@@ -58,9 +58,9 @@ def _hessian_at_zero(dims: tuple) -> callable:
 @check("origin_non_strict_saddle", "§2.3 Proposition (depth >= 3)",
        "For N >= 3 and ℓ(0) > min ℓ the origin is a saddle whose gradient AND Hessian vanish: "
        "max(|∇φ(0)|, |∇²φ(0)|) <= tolerance while φ decreases along t·(W_1*, ..., W_N*)")
-def origin_non_strict_saddle(seed: int = 0, dims: tuple = (2, 3, 3, 2), target_scale: float = 1.0,
-                             tolerance: float = 1e-12):
-    dims = ref.check_dims(dims, 1)
+def origin_non_strict_saddle(seed: int = 0, depth: int = 3, d0: int = 2, width: int = 3,
+                             dN: int = 2, target_scale: float = 1.0, tolerance: float = 1e-12):
+    dims = ref.check_dims((d0,) + (width,) * (depth - 1) + (dN,), 1)
     r = ref.rng(seed)
     target = target_scale * r.standard_normal((dims[-1], dims[0]))
     g, H = _hessian_at_zero(dims)(target)
@@ -77,9 +77,9 @@ def origin_non_strict_saddle(seed: int = 0, dims: tuple = (2, 3, 3, 2), target_s
 @check("origin_strict_saddle_depth2", "§2.3 (depth 2)",
        "For N = 2 the Hessian of φ at the origin has λ_min = -σ_max(∇ℓ(0)) < 0 (strict saddle): "
        "|λ_min - (-σ_max(∇ℓ(0)))| <= tolerance and λ_min < 0")
-def origin_strict_saddle(seed: int = 0, dims: tuple = (2, 3, 2), target_scale: float = 1.0,
-                         tolerance: float = 1e-10):
-    dims = ref.check_dims(dims, 1)
+def origin_strict_saddle(seed: int = 0, depth: int = 2, d0: int = 2, width: int = 3, dN: int = 2,
+                         target_scale: float = 1.0, tolerance: float = 1e-10):
+    dims = ref.check_dims((d0,) + (width,) * (depth - 1) + (dN,), 1)
     r = ref.rng(seed)
     target = target_scale * r.standard_normal((dims[-1], dims[0]))
     _, H = _hessian_at_zero(dims)(target)
