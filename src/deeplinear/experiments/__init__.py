@@ -10,3 +10,7 @@ from deeplinear.experiments.base import (
 )
 
 __all__ = ["REGISTRY", "Experiment", "NullProgress", "Progress", "Results", "register"]
+
+from deeplinear.experiments import fig2  # noqa: E402, F401, I001  (registers "fig2")
+from deeplinear.experiments import fig3  # noqa: E402, F401  (registers "fig3")
+from deeplinear.experiments import norms  # noqa: E402, F401  (registers "norms")
