@@ -265,8 +265,8 @@ EXPERIMENT = register(
         config_model=Fig2Config,
         run=run,
         plot=plot,
-        quick={"n": 30, "rank": 2, "observations": [200, 300, 600], "seeds": 1,
-               "max_steps": 3000, "lr": 1e-2},
+        quick={"n": 30, "rank": 2, "observations": [200, 600], "seeds": 1,
+               "max_steps": 2500, "lr": 1e-2},
         paper={"observations": [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000], "seeds": 5,
                "max_steps": 30000},
         reported={

@@ -223,7 +223,7 @@ EXPERIMENT = register(
         run=run,
         plot=plot,
         quick={"problems": ["completion", "sensing"], "n": 20, "rank": 3, "observations": 200,
-               "steps": [200, 600, 1500], "records": 100, "top_k": 6,
+               "steps": [200, 600, 1500], "records": 60, "top_k": 6,
                "lrs": [20.0, 2.0, 1.0]},
         paper={"problems": ["completion", "sensing"], "steps": [30000, 15000, 20000]},
         reported={
