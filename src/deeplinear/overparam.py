@@ -178,7 +178,9 @@ def overparameterize(
         raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
     if init not in ("balanced", "identity", "random"):
         raise ValueError(f"init must be 'balanced', 'identity' or 'random', got {init!r}")
-    model = collapse(model)  # re-factorizing starts from the end-to-end layers
+    factorized = lambda n: isinstance(n, FactorizedLinear | FactorizedConv)  # noqa: E731
+    if any(factorized(n) for n in jax.tree_util.tree_leaves(model, is_leaf=factorized)):
+        model = collapse(model)  # re-factorizing starts from the end-to-end layers
     leaves, treedef = jax.tree_util.tree_flatten(model, is_leaf=lambda n: _is_target(n, conv))
     targets = [i for i, n in enumerate(leaves) if _is_target(n, conv)]
     if not targets:

@@ -14,3 +14,5 @@ __all__ = ["REGISTRY", "Experiment", "NullProgress", "Progress", "Results", "reg
 from deeplinear.experiments import fig2  # noqa: E402, F401, I001  (registers "fig2")
 from deeplinear.experiments import fig3  # noqa: E402, F401  (registers "fig3")
 from deeplinear.experiments import norms  # noqa: E402, F401  (registers "norms")
+from deeplinear.experiments import fig1_regression  # noqa: E402, F401  (registers "fig1-regression")
+from deeplinear.experiments import fig1_cnn  # noqa: E402, F401  (registers "fig1-cnn")

@@ -1,0 +1,149 @@
+"""overparameterize / collapse: same function, expected parameter counts, §2.6 dynamics."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import deeplinear  # noqa: F401  (float64)
+from deeplinear.dynamics import apply_preconditioner
+from deeplinear.experiments.fig1_cnn import SmallCNN
+from deeplinear.network import imbalance
+from deeplinear.overparam import (
+    FactorizedConv,
+    FactorizedLinear,
+    collapse,
+    count_parameters,
+    end_to_end_weights,
+    overparameterize,
+)
+
+KEY = jax.random.key(0)
+
+
+def _mlp():
+    return eqx.nn.MLP(12, 3, width_size=7, depth=2, key=KEY)
+
+
+def _perturb(model, key, scale=0.1):
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    leaves = [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys,
+                                                                                 strict=True)]
+    return eqx.combine(jax.tree_util.tree_unflatten(tree, leaves), static)
+
+
+@pytest.mark.parametrize("init", ["balanced", "identity"])
+@pytest.mark.parametrize("depth,width", [(2, None), (3, 20), (4, 7)])
+def test_mlp_same_function_at_init_and_after_collapse(init, depth, width):
+    mlp = _mlp()
+    x = jax.random.normal(jax.random.key(1), (5, 12))
+    deep = overparameterize(mlp, depth, hidden_width=width, key=KEY, init=init)
+    layers = [n for n in jax.tree_util.tree_leaves(
+        deep, is_leaf=lambda n: isinstance(n, FactorizedLinear)) if isinstance(n, FactorizedLinear)]
+    assert len(layers) == 3 and all(len(f.factors) == depth for f in layers)
+    # float64: exact factorizations agree to rounding (SVD-based balanced factors: ~1e-15)
+    np.testing.assert_allclose(jax.vmap(deep)(x), jax.vmap(mlp)(x), atol=1e-12)
+    np.testing.assert_allclose(jax.vmap(collapse(deep))(x), jax.vmap(mlp)(x), atol=1e-12)
+    if init == "balanced":
+        assert all(float(imbalance(f.factors)) < 1e-12 for f in layers)
+    # after "training" (arbitrary factors) collapse still reproduces the factorized model
+    trained = _perturb(deep, jax.random.key(2))
+    flat = collapse(trained)
+    assert all(isinstance(layer, eqx.nn.Linear) for layer in flat.layers)
+    np.testing.assert_allclose(jax.vmap(flat)(x), jax.vmap(trained)(x), atol=1e-12)
+    assert count_parameters(flat) == count_parameters(mlp)
+
+
+def test_parameter_counts_mlp():
+    mlp = _mlp()  # layers 12->7, 7->7, 7->3
+    base = count_parameters(mlp)
+    assert base == 12 * 7 + 7 + 7 * 7 + 7 + 7 * 3 + 3
+    # hidden width = out: each layer gains out*out per extra factor
+    assert count_parameters(overparameterize(mlp, 2, key=KEY)) == base + 49 + 49 + 9
+    assert count_parameters(overparameterize(mlp, 3, key=KEY)) == base + 2 * (49 + 49 + 9)
+    # hidden width h: out x in -> (h x in) (h x h)^(N-2) (out x h)
+    h = 10
+    n = count_parameters(overparameterize(mlp, 3, hidden_width=h, key=KEY))
+    weights = sum(h * i + h * h + o * h for i, o in [(12, 7), (7, 7), (7, 3)])
+    assert n == weights + 7 + 7 + 3
+
+
+def test_tutorial_cnn_gains_about_15_percent():
+    """§E2: the TensorFlow MNIST tutorial CNN (1.663M parameters) gains 512² + 10² = 262,244."""
+    cnn = SmallCNN((1, 28, 28), (32, 64), 5, 512, 10, key=KEY)
+    base = count_parameters(cnn)
+    assert base == 1_663_370
+    deep = overparameterize(cnn, 2, key=KEY, init="identity")
+    assert count_parameters(deep) - base == 512 * 512 + 10 * 10
+    assert abs(count_parameters(deep) / base - 1 - 0.158) < 0.001
+
+
+def test_cnn_conv_and_dense_factorized_same_function():
+    cnn = SmallCNN((1, 4, 4), (4, 6), 3, 16, 10, key=KEY, dtype=jnp.float64)
+    x = jax.random.uniform(jax.random.key(3), (2, 1, 4, 4))
+    deep = overparameterize(cnn, 2, conv=True, key=KEY)
+    assert isinstance(deep.conv1, FactorizedConv) and isinstance(deep.fc2, FactorizedLinear)
+    np.testing.assert_allclose(jax.vmap(deep)(x), jax.vmap(cnn)(x), atol=1e-12)
+    trained = _perturb(deep, jax.random.key(4), 0.05)
+    flat = collapse(trained)
+    assert isinstance(flat.conv1, eqx.nn.Conv2d) and isinstance(flat.fc1, eqx.nn.Linear)
+    np.testing.assert_allclose(jax.vmap(flat)(x), jax.vmap(trained)(x), atol=1e-12)
+    assert count_parameters(flat) == count_parameters(cnn)
+    # 1x1 channel mixers on a 3x3 conv: out_channels^2 extra parameters per conv layer
+    assert count_parameters(deep) - count_parameters(cnn) == 16 + 36 + 256 + 100
+    assert [w.shape for w in end_to_end_weights(deep)][:2] == [(4, 1, 3, 3), (6, 4, 3, 3)]
+
+
+def test_random_init_changes_function_but_not_shapes():
+    mlp = _mlp()
+    deep = overparameterize(mlp, 2, key=KEY, init="random")
+    x = jnp.ones(12)
+    assert deep(x).shape == (3,)
+    assert float(jnp.max(jnp.abs(deep(x) - mlp(x)))) > 1e-3
+
+
+def test_gd_on_factors_follows_end_to_end_rule():
+    """One small GD step on balanced factors moves W_{1:N} by -η P_W(∇ℓ) + O(η²) (§2.6)."""
+    lin = eqx.nn.Linear(5, 4, key=KEY)
+    x = jax.random.normal(jax.random.key(5), (20, 5))
+    y = jax.random.normal(jax.random.key(6), (20, 4))
+
+    def loss(m):
+        return 0.5 * jnp.mean(jnp.sum((jax.vmap(m)(x) - y) ** 2, -1))
+
+    for depth in (2, 3):
+        deep = overparameterize(lin, depth, key=KEY)
+        W = deep.end_to_end()
+        G = jax.grad(loss)(collapse(deep)).weight
+        grads = jax.grad(loss)(deep)
+        errs = []
+        for eta in (1e-3, 1e-4):
+            stepped = jax.tree_util.tree_map(lambda p, g, eta=eta: p - eta * g, deep, grads)
+            dW = stepped.end_to_end() - W
+            errs.append(float(jnp.max(jnp.abs(dW + eta * apply_preconditioner(W, G, depth)))))
+        # O(η²): a 10x smaller step gives a ~100x smaller error
+        assert errs[1] < errs[0] / 50 and errs[0] < 1e-4
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="depth"):
+        overparameterize(_mlp(), 0, key=KEY)
+    with pytest.raises(ValueError, match="hidden_width=2 is below min"):
+        overparameterize(_mlp(), 2, hidden_width=2, key=KEY)
+    with pytest.raises(ValueError, match="init"):
+        overparameterize(_mlp(), 2, key=KEY, init="orthogonal")
+    with pytest.raises(ValueError, match="no eqx.nn.Linear"):
+        overparameterize(eqx.nn.Conv2d(1, 2, 3, key=KEY), 2, key=KEY)
+
+
+def test_refactorizing_starts_from_end_to_end():
+    mlp = _mlp()
+    x = jnp.ones(12)
+    twice = overparameterize(overparameterize(mlp, 2, key=KEY), 3, key=KEY)
+    assert all(len(f.factors) == 3 for f in end_to_end_weights(twice) and twice.layers)
+    np.testing.assert_allclose(twice(x), mlp(x), atol=1e-12)
