@@ -1,0 +1,149 @@
+"""Figure 1 experiments (§E1, §E2): configs, numerics helpers, quick runs and their claims."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+import deeplinear.experiments  # noqa: F401  (registers the experiments)
+from deeplinear.data import breast_cancer_area
+from deeplinear.experiments import REGISTRY
+from deeplinear.experiments import fig1_cnn as cnn
+from deeplinear.experiments import fig1_regression as reg
+from deeplinear.network import balanced_init, end_to_end
+from deeplinear.problems import LpRegression
+from deeplinear.train import Schedule, train
+
+
+def test_registered():
+    assert REGISTRY["fig1-regression"].config_model is reg.Fig1RegressionConfig
+    assert REGISTRY["fig1-cnn"].config_model is cnn.Fig1CNNConfig
+    for name in ("fig1-regression", "fig1-cnn"):
+        exp = REGISTRY[name]
+        exp.config_model(**exp.quick)
+        exp.config_model(**exp.paper)
+        assert exp.reported
+
+
+@pytest.mark.parametrize("field,value", [
+    ("p_values", [3]), ("depths", [2, 3]), ("depths", [0, 1]), ("lr_grid", [0.1, -1.0]),
+    ("steps", 5), ("init_scale", 0.0), ("hidden_width", 0), ("dataset", "mnist"),
+    ("loss_levels", []), ("bogus", 1),
+])
+def test_regression_config_rejects(field, value):
+    with pytest.raises(ValidationError, match=field):
+        reg.Fig1RegressionConfig(**{field: value})
+
+
+def test_regression_config_needs_path_for_gas_sensor():
+    with pytest.raises(ValidationError, match="data_path"):
+        reg.Fig1RegressionConfig(dataset="gas-sensor")
+
+
+@pytest.mark.parametrize("field,value", [
+    ("lr", 0.0), ("momentum", 1.0), ("depth", 1), ("seeds", 0), ("channels", [8]),
+    ("lr_decay", 1.5), ("weight_decay", -1.0), ("overparam_init", "zeros"), ("extra", 1),
+])
+def test_cnn_config_rejects(field, value):
+    with pytest.raises(ValidationError, match=field):
+        cnn.Fig1CNNConfig(**{field: value})
+    with pytest.raises(ValidationError, match="data_path"):
+        cnn.Fig1CNNConfig(dataset="mnist")
+
+
+def test_lp_optimum_is_stationary():
+    d = breast_cancer_area()
+    l2, w2 = reg.lp_optimum(d.X, d.y, 2)
+    np.testing.assert_allclose(w2, np.linalg.lstsq(d.X, d.y, rcond=None)[0])
+    l4, w4 = reg.lp_optimum(d.X, d.y, 4)
+    grad = d.X.T @ (d.X @ w4 - d.y) ** 3 / len(d.y)
+    assert np.max(np.abs(grad)) < 1e-12
+    # no other point does better (convexity: check random perturbations)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        v = w4 + 1e-3 * rng.standard_normal(w4.shape)
+        assert np.mean((d.X @ v - d.y) ** 4) / 4 >= l4
+    assert l2 > 0 and l4 > 0
+
+
+def test_steps_to_reach_and_crossing():
+    steps = np.array([0, 10, 20, 30])
+    vals = np.array([1.0, 1e-1, 1e-2, 1e-3])
+    assert reg.steps_to_reach(steps, vals, 1.0) == 0
+    assert reg.steps_to_reach(steps, vals, 10 ** -1.5) == pytest.approx(15.0)
+    assert np.isnan(reg.steps_to_reach(steps, vals, 1e-4))
+    a = np.array([2.0, 0.5, 2.0, 0.1])
+    b = np.ones(4)
+    assert reg.crossing_step(steps, a, b) == 30
+    assert reg.crossing_step(steps, b * 0.5, b) == 0
+    assert np.isnan(reg.crossing_step(steps, b * 2, b))
+
+
+def test_end_to_end_rule_matches_network_gd_and_single_output_form():
+    """Small η: network GD ≈ the §2.6 rule (O(η²) per step); d_N = 1: the rule equals §2.8's
+    ``w ← w - η‖w‖^{2-2/N}(∇ + (N-1) Pr_w ∇)`` computed here in numpy."""
+    d = breast_cancer_area()
+    problem = LpRegression(d.X, d.y, 4)
+    depth, lr, steps = 2, 0.02, 3000
+    factors = balanced_init(jax.random.key(0), (9, 3, 1), 1e-2)
+    net = train(factors, problem, lr=lr, steps=steps, schedule=Schedule.every(300))
+    rule = reg._e2e(end_to_end(factors), problem, lr, depth, steps, Schedule.every(300))
+    np.testing.assert_allclose(rule.loss, net.loss, rtol=2e-2)
+    assert np.max(np.abs(rule.W - net.W)) < 2e-2 * np.max(np.abs(net.W))
+    # §2.8 single-output form, 200 steps from the same start
+    w = np.asarray(end_to_end(factors))[0]
+    for _ in range(200):
+        g = d.X.T @ (d.X @ w - d.y) ** 3 / len(d.y)
+        n2 = w @ w
+        w = w - lr * n2 ** (1 - 1 / depth) * (g + (depth - 1) * (w @ g) / n2 * w)
+    short = reg._e2e(end_to_end(factors), problem, lr, depth, 200, Schedule.every(200))
+    np.testing.assert_allclose(short.W[0], w, rtol=1e-9, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def regression_quick():
+    exp = REGISTRY["fig1-regression"]
+    return reg.run(exp.config_model(**exp.quick))
+
+
+def test_regression_quick_depth_accelerates_l4_not_l2(regression_quick, tmp_path):
+    r = regression_quick
+    # §2.10: depth 2 reaches the linear model's best loss several times sooner for p = 4 ...
+    assert r.summary["p4_speedup_depth2"] > 2.0
+    # ... and gains at most a small factor for p = 2 (measured ≈ 1.2-1.4)
+    assert r.summary["p2_speedup_depth2"] < 2.0
+    lin = next(row for row in r.tables["methods"] if row["p"] == 4 and row["method"] == "gd_depth1")
+    deep = next(row for row in r.tables["methods"] if row["p"] == 4 and row["method"] == "gd_depth2")
+    assert deep["iters_to_0.001"] < lin["iters_to_0.001"]
+    for key, arr in r.arrays.items():
+        assert np.all(np.isfinite(arr)), key
+    assert {row["status"] for row in r.tables["methods"]} <= {"max_steps", "converged"}
+    paths = reg.plot(r, tmp_path)
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
+
+
+def test_cnn_quick(tmp_path):
+    exp = REGISTRY["fig1-cnn"]
+    cfg = exp.config_model(**exp.quick)
+    r = cnn.run(cfg)
+    lo, hi = r.arrays["original_batch_loss"], r.arrays["overparameterized_batch_loss"]
+    assert lo.shape == hi.shape == (cfg.seeds, cfg.steps)
+    # balanced factorization keeps the function: same first batch loss (float32 rounding)
+    np.testing.assert_allclose(lo[:, 0], hi[:, 0], rtol=1e-5)
+    assert r.summary["collapse_max_rel_diff"] < 1e-5
+    # both train: the smoothed loss falls well below log(10) ≈ 2.30
+    assert r.summary["original_final_loss"] < 1.5 and r.summary["overparameterized_final_loss"] < 1.5
+    h, n = cfg.dense_hidden, 10
+    assert r.summary["params_overparameterized"] - r.summary["params_original"] == h * h + n * n
+    paths = cnn.plot(r, tmp_path)
+    assert all(p.exists() for p in paths)
+
+
+def test_small_cnn_shapes():
+    m = cnn.SmallCNN((1, 8, 8), (4, 8), 3, 16, 10, key=jax.random.key(0))
+    assert m(jnp.ones((1, 8, 8))).shape == (10,)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        cnn.SmallCNN((1, 6, 6), (4, 8), 3, 16, 10, key=jax.random.key(0))
