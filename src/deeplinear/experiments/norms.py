@@ -56,7 +56,7 @@ class NormsConfig(BaseModel):
     random_scale: float = Field(8e-3, description="std of each factor's entries (repo init)")
     balanced_scale: float = Field(1e-2, description="std of the balanced init's product entries")
     lr: float = Field(3e-3, description="GD learning rate (repo: 3e-3)")
-    max_steps: int = Field(400_000, description="GD iteration cap")
+    max_steps: int = Field(300_000, description="GD iteration cap")
     stop_loss: float = Field(1e-3, description="stop when the loss is below this (repo: 1e-4)")
     records: int = Field(400, description="log-spaced record points per run")
     flow_t1: float = Field(4000.0, description="gradient-flow horizon (time units = lr x steps)")
