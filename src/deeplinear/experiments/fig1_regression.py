@@ -307,6 +307,8 @@ def run(config: Fig1RegressionConfig, progress: Progress | None = None) -> Resul
                     n = min(len(net), len(e2e))
                     gap = float(np.max(np.abs(e2e[:n] - net[:n]) / np.abs(net[:n])))
                     res.summary[f"p{p}_e2e_depth{depth}_max_rel_gap"] = gap
+                    res.summary[f"p{p}_e2e_depth{depth}_final_excess_ratio"] = float(
+                        (e2e[-1] - lstar) / (net[-1] - lstar))
                 task.advance()
         if config.adaptive:
             lin = (balanced_init(key, (d0, 1), config.init_scale)[0],)
