@@ -297,16 +297,20 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
              ("distance_to_rank1", "distance to rank 1")]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     gf_rows = [r for r in rows if r["method"] == "gradient flow"]
-    for r in gf_rows:
+    styles = ("-", "--", ":", "-.")
+    for c, r in enumerate(gf_rows):
         tag = r["run"]
         loss = results.arrays[f"loss_{tag}"]
         label = tag.replace("gf_", "").replace("_", " ")
-        for (name, lab), ls in zip(names[:4], ("-", "--", ":", "-."), strict=True):
-            axes[0].plot(loss, results.arrays[f"{name}_{tag}"], ls=ls,
-                         label=f"{lab}, {label}" if r is gf_rows[0] else None)
-        axes[1].plot(loss, results.arrays[f"effective_rank_{tag}"], label=f"eff. rank, {label}")
-        axes[1].plot(loss, results.arrays[f"distance_to_rank1_{tag}"], ls="--",
-                     label=f"dist. to rank 1, {label}")
+        for (name, _), ls in zip(names[:4], styles, strict=True):
+            axes[0].plot(loss, results.arrays[f"{name}_{tag}"], ls=ls, color=f"C{c}")
+        axes[0].plot([], [], color=f"C{c}", label=label)
+        axes[1].plot(loss, results.arrays[f"effective_rank_{tag}"], color=f"C{c}", label=label)
+        axes[1].plot(loss, results.arrays[f"distance_to_rank1_{tag}"], ls="--", color=f"C{c}")
+    for (_, lab), ls in zip(names[:4], styles, strict=True):
+        axes[0].plot([], [], color="gray", ls=ls, label=lab)
+    axes[1].plot([], [], color="gray", label="effective rank")
+    axes[1].plot([], [], color="gray", ls="--", label="distance to rank 1")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlim(3.0, 1e-5)
