@@ -84,7 +84,7 @@ def test_tutorial_cnn_gains_about_15_percent():
 
 
 def test_cnn_conv_and_dense_factorized_same_function():
-    cnn = SmallCNN((1, 4, 4), (4, 6), 3, 16, 10, key=KEY, dtype=jnp.float64)
+    cnn = SmallCNN((1, 4, 4), (4, 6), 3, 16, 10, key=KEY)
     x = jax.random.uniform(jax.random.key(3), (2, 1, 4, 4))
     deep = overparameterize(cnn, 2, conv=True, key=KEY)
     assert isinstance(deep.conv1, FactorizedConv) and isinstance(deep.fc2, FactorizedLinear)

@@ -39,7 +39,8 @@ NAME = "fig1-cnn"
 
 class SmallCNN(eqx.Module):
     """conv -> ReLU -> 2x2 max-pool, twice, then dense -> ReLU -> dense (the TensorFlow MNIST
-    tutorial's layout, §E2; SAME padding). Input ``(channels, height, width)``, output logits."""
+    tutorial's layout, §E2; SAME padding). Input ``(channels, height, width)``, output logits;
+    ``dtype`` None is JAX's default float (float64 under deeplinear; the experiment uses float32)."""
 
     conv1: eqx.nn.Conv2d
     conv2: eqx.nn.Conv2d
@@ -47,7 +48,7 @@ class SmallCNN(eqx.Module):
     fc2: eqx.Module
 
     def __init__(self, image_shape: tuple[int, int, int], channels: tuple[int, int], kernel: int,
-                 hidden: int, num_classes: int, *, key: jax.Array, dtype: Any = jnp.float32):
+                 hidden: int, num_classes: int, *, key: jax.Array, dtype: Any = None):
         c, h, w = image_shape
         if h % 4 or w % 4:
             raise ValueError(f"image height and width must be divisible by 4, got {h}x{w}")
@@ -180,7 +181,7 @@ def _build(config: Fig1CNNConfig, data: datasets.ImageData, key: jax.Array,
            overparam: bool) -> eqx.Module:
     k_model, k_over = jax.random.split(key)
     model = SmallCNN(data.images.shape[1:], tuple(config.channels), config.kernel_size,
-                     config.dense_hidden, data.num_classes, key=k_model)
+                     config.dense_hidden, data.num_classes, key=k_model, dtype=jnp.float32)
     if overparam:
         model = overparameterize(model, config.depth, hidden_width=config.hidden_width,
                                  key=k_over, init=config.overparam_init)
