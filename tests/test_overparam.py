@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import deeplinear  # noqa: F401  (float64)
 from deeplinear.dynamics import apply_preconditioner
@@ -147,3 +149,20 @@ def test_refactorizing_starts_from_end_to_end():
     twice = overparameterize(overparameterize(mlp, 2, key=KEY), 3, key=KEY)
     assert all(len(f.factors) == 3 for f in end_to_end_weights(twice) and twice.layers)
     np.testing.assert_allclose(twice(x), mlp(x), atol=1e-12)
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    n_in=st.integers(1, 6), n_out=st.integers(1, 6), extra=st.integers(0, 3),
+    depth=st.integers(1, 4), init=st.sampled_from(["balanced", "identity"]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_linear_factorization_is_exact(n_in, n_out, extra, depth, init, seed):
+    """Any hidden width >= min(in, out) (both branches of the identity init: width below and
+    above the output size) gives exactly the original map, and collapse gives it back."""
+    lin = eqx.nn.Linear(n_in, n_out, key=jax.random.key(seed))
+    width = min(n_in, n_out) + extra
+    deep = overparameterize(lin, depth, hidden_width=width, key=KEY, init=init)
+    assert [f.shape for f in deep.factors][0] == ((width if depth > 1 else n_out), n_in)
+    np.testing.assert_allclose(deep.end_to_end(), lin.weight, atol=1e-12)
+    np.testing.assert_allclose(collapse(deep).weight, lin.weight, atol=1e-12)
