@@ -147,3 +147,13 @@ def test_small_cnn_shapes():
     assert m(jnp.ones((1, 8, 8))).shape == (10,)
     with pytest.raises(ValueError, match="divisible by 4"):
         cnn.SmallCNN((1, 6, 6), (4, 8), 3, 16, 10, key=jax.random.key(0))
+
+
+def test_regression_divergence_is_reported_not_plotted():
+    cfg = reg.Fig1RegressionConfig(p_values=[4], depths=[1], adaptive=False, steps=50,
+                                   lr_grid=[100.0], record_points=10)
+    r = reg.run(cfg)
+    assert r.summary["diverged"] == 1
+    assert any("every learning rate diverged" in n for n in r.notes)
+    assert "p4_gd_depth1_loss" not in r.arrays
+    assert r.tables["lr_grid"][0]["status"] == "diverged"

@@ -304,6 +304,7 @@ def run(config: Fig1CNNConfig, progress: Progress | None = None) -> Results:
             res.notes.append(f"{name} seed {s}: diverged at iteration "
                              f"{int(np.flatnonzero(~np.isfinite(losses[s]))[0])}; excluded")
         if not ok.any():
+            res.summary["diverged"] = 1  # no seed of this model trained: not a result
             continue
         curve = _smooth(losses[ok], config.smoothing).mean(axis=0)
         curves[name] = curve
@@ -328,13 +329,14 @@ def run(config: Fig1CNNConfig, progress: Progress | None = None) -> Results:
         res.summary[f"{name}_final_loss"] = row["final_smoothed_loss"]
         res.summary[f"{name}_train_accuracy"] = row["train_accuracy"]
         for level in config.loss_levels:
-            res.summary[f"{name}_iters_to_{level:g}"] = row[f"iters_to_{level:g}"]
+            it = row[f"iters_to_{level:g}"]
+            res.summary[f"{name}_iters_to_{level:g}"] = "never" if math.isnan(it) else it
     if "original" in curves and "overparameterized" in curves:
         a, b = curves["overparameterized"], curves["original"]
         below = a < b
         above = np.flatnonzero(~below)
         res.summary["crossing_iteration"] = (
-            float("nan") if not below[-1] else float(0 if above.size == 0 else above[-1] + 1))
+            "never" if not below[-1] else float(0 if above.size == 0 else above[-1] + 1))
         res.summary["param_increase"] = (
             res.summary["params_overparameterized"] / res.summary["params_original"] - 1.0)
         res.summary["final_loss_ratio"] = float(b[-1] / a[-1])

@@ -285,6 +285,7 @@ def run(config: Fig1RegressionConfig, progress: Progress | None = None) -> Resul
             task.advance()
             if r is None:
                 res.notes.append(f"p={p} {method}: every learning rate diverged; no curve")
+                res.summary["diverged"] = 1  # the figure would lack a method: not a result
                 return None
             if r in (0, len(lrs) - 1):
                 res.notes.append(
@@ -321,6 +322,11 @@ def run(config: Fig1RegressionConfig, progress: Progress | None = None) -> Resul
     return res
 
 
+def _never(x: float) -> float | str:
+    """Summary values stay JSON-clean: a curve that never gets there is "never", not NaN."""
+    return "never" if math.isnan(x) else x
+
+
 def _headline(res: Results, p: int, curves: dict[str, tuple[np.ndarray, np.ndarray]],
               config: Fig1RegressionConfig) -> None:
     """Speed-ups of depth N over the linear model and crossing iterations (§E1)."""
@@ -338,11 +344,11 @@ def _headline(res: Results, p: int, curves: dict[str, tuple[np.ndarray, np.ndarr
         res.summary[f"p{p}_speedup_depth{depth}"] = a / max(b, 1.0)
         res.summary[f"p{p}_speedup_depth{depth}_level"] = level
         if len(s) == len(s1):
-            res.summary[f"p{p}_crossing_depth{depth}_vs_gd"] = crossing_step(s, e, e1)
+            res.summary[f"p{p}_crossing_depth{depth}_vs_gd"] = _never(crossing_step(s, e, e1))
         for other in ("adagrad", "adadelta"):
             if other in curves and len(curves[other][0]) == len(s):
-                res.summary[f"p{p}_crossing_depth{depth}_vs_{other}"] = crossing_step(
-                    s, e, curves[other][1])
+                res.summary[f"p{p}_crossing_depth{depth}_vs_{other}"] = _never(crossing_step(
+                    s, e, curves[other][1]))
 
 
 # --------------------------------------------------------------------------------------------
