@@ -122,7 +122,7 @@ def _summary_table(title: str, summary: dict[str, Any]) -> Table:
 def _outcomes_table(outcomes: list[RunOutcome]) -> Table:
     table = Table(title="runs")
     for col in ("experiment", "run id", "status", "seconds", "note"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for o in outcomes:
         style = "green" if o.status == "done" else "red"
         note = "already done" if o.skipped else (o.error or "")
@@ -149,7 +149,7 @@ def _run_checks(pattern: str | None) -> list[dict[str, Any]]:
 def _checks_table(checks: list[dict[str, Any]]) -> Table:
     table = Table(title="theory checks")
     for col in ("check", "result", "measured", "predicted", "tolerance"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # never cut a check name
     for c in checks:
         ok = "[green]PASS[/]" if c["passed"] else "[red]FAIL[/]"
         table.add_row(c["name"], ok, fmt(c["measured"]), fmt(c["predicted"]), fmt(c["tolerance"]))
