@@ -25,16 +25,15 @@ import datetime as dt  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from _common import cpu_name, write_section  # noqa: E402
 
 import deeplinear  # noqa: E402, F401  (float64)
 from deeplinear.baselines import min_nuclear_norm_completion  # noqa: E402
 from deeplinear.problems import low_rank_ground_truth, sample_completion  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 REPEATS = 3
 SEEDS = (0, 1)
 N, RANK, M = 100, 5, 2000
@@ -74,7 +73,7 @@ def main() -> None:
             print(rows_out[-1], flush=True)
     lines = [
         "## Minimum nuclear norm (benchmarks/bench_nuclear.py)\n\n",
-        f"Date: {dt.date.today().isoformat()}. Machine: {platform.machine()}, {_cpu_name()}. "
+        f"Date: {dt.date.today().isoformat()}. Machine: {platform.machine()}, {cpu_name()}. "
         f"JAX {jax.__version__}, NumPy {np.__version__}, Python {sys.version.split()[0]}, "
         "float64, BLAS threads 1.\n",
         "Command: `.venv/bin/python benchmarks/bench_nuclear.py` (100x100 rank-5 completion, "
@@ -88,32 +87,7 @@ def main() -> None:
         lines.append(f"| {tol:g} | {seed} | {ts:.2f} | {ta:.3f} | {tc:.2f} | {sp:.1f}x | {rel:.1e} "
                      f"| {ia} | {isc} | {va:.1e} | {vs:.1e} |\n")
     lines.append("\nTargets (issue 4): speed-up >= 5x, nuclear norms agree to 1e-4 relative.\n")
-    _write_section("bench_nuclear", "".join(lines))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _write_section(name: str, body: str) -> None:
-    """Replace (or append) the section between ``<!-- name:start/end -->`` in BENCHMARKS.md."""
-    path = HERE.parent / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured, never asserted in tests.\n"
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body}{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".nuclear.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_section("bench_nuclear", "".join(lines))
 
 
 if __name__ == "__main__":

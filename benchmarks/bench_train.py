@@ -15,18 +15,17 @@ import datetime as dt
 import platform
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import cpu_name, write_section
 
 import deeplinear  # noqa: F401  (enables float64)
 from deeplinear import network as nw
 from deeplinear import problems as pb
 from deeplinear import train as tr
 
-HERE = Path(__file__).resolve().parent
 REPEATS = 5
 
 
@@ -121,7 +120,7 @@ def main() -> None:
     section = (
         "## Training loop (benchmarks/bench_train.py)\n\n"
         f"Date: {dt.date.today()}. Machine: {platform.processor() or platform.machine()}, "
-        f"{jax.device_count()} {jax.default_backend()} device(s), {_cpu_name()}. "
+        f"{jax.device_count()} {jax.default_backend()} device(s), {cpu_name()}. "
         f"JAX {jax.__version__}, NumPy {np.__version__}, Python {sys.version.split()[0]}, float64.\n"
         "Command: `.venv/bin/python benchmarks/bench_train.py` (best of "
         f"{REPEATS} repeats after a compiling warm-up; all three loops measured in the same run).\n\n"
@@ -129,37 +128,6 @@ def main() -> None:
         "Targets (issue 2): (a) deeplinear / NumPy >= 100x; (b) floor / deeplinear <= 1.3x.\n"
     )
     write_section("bench_train", section)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({_ncpu()} cores)"
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def _ncpu() -> int:
-    import os
-
-    return os.cpu_count() or 1
-
-
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section between ``<!-- name:start -->`` markers in BENCHMARKS.md."""
-    path = HERE.parent / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured, never asserted in tests.\n"
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body}{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

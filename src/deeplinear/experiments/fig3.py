@@ -179,6 +179,8 @@ def run(config: Fig3Config, progress: Progress | None = None) -> Results:
             summary[f"final_loss_{tag}"] = float(res.loss[-1])
             for r in range(min(config.rank, k)):
                 summary[f"rise_step_{tag}_sigma{r + 1}"] = float(rise[r])
+            if kind == "completion" and depth == 3 and sig.size:  # the notes' depth-3 panel
+                summary["final_top5_depth3"] = ", ".join(f"{v:.1f}" for v in sig[-1, :5])
             rows.append(dict(problem=kind, depth=depth, lr=lr_eff, steps=int(res.stop_step),
                              status=str(res.status), final_loss=float(res.loss[-1]),
                              recon_error=err, **{f"sigma{r + 1}": float(sig[-1, r])

@@ -187,6 +187,9 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
         for name, vals in res.metrics.items():
             arrays[f"{name}_{tag}"] = vals
         _run_summary(tag, res.loss, res.metrics, summary, rows, dict(extra, status=res.status))
+        if tag == f"gf_balanced_depth{max(config.depths)}":  # the notes' figure: GF, balanced
+            for level, name in ((1e-2, "1e-2"), (1e-3, "1e-3"), (1e-4, "1e-4")):
+                summary[f"abs_w11_at_loss_{name}"] = rows[-1][f"abs_w11_at_loss_{level:.0e}"]
         if res.status != "converged":
             notes.append(f"{tag}: gradient flow ended with status {res.status!r}")
         task.advance()
