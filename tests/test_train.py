@@ -148,3 +148,14 @@ def test_bad_arguments_name_the_argument():
         tr.train(fs, prob, lr=0.1, steps=3, optimizer="sgdd")
     with pytest.raises(ValueError, match="solver must be one of"):
         tr.gradient_flow(fs, prob, 1.0, solver="euler")
+
+
+def test_progress_reports_record_steps_then_the_total():
+    prob = pb.WhitenedSquare(jnp.eye(2))
+    fs = nw.identity_init((2, 2, 2), 0.5)
+    seen: list[int] = []
+    res = tr.train(fs, prob, lr=0.1, steps=1000, stop_loss=1e-6, schedule=tr.Schedule.every(100),
+                   progress=seen.append)
+    assert res.status == "converged" and res.stop_step < 1000
+    assert seen[0] == min(100, res.stop_step) and seen[-1] == 1000  # skipped steps count as done
+    assert all(b >= a for a, b in zip(seen, seen[1:], strict=False))

@@ -261,7 +261,9 @@ def iterate(
                         dict(metrics or {}), dict(state_metrics or {}), _host(progress))
     )
     with _reporting(progress):
-        return _pack(*fn(state), to_matrix)
+        out = fn(state)
+    _finish_progress(progress, steps)
+    return _pack(*out, to_matrix)
 
 
 def _check_run(steps, stop_loss, divergence_factor):
@@ -292,6 +294,12 @@ def _reporting(callback):
         yield
     finally:
         _PROGRESS.callback = previous
+
+
+def _finish_progress(progress, steps) -> None:
+    """A run that stopped early skipped its remaining steps: report them as done."""
+    if progress is not None:
+        progress(int(steps))
 
 
 def _host(progress):
@@ -396,7 +404,7 @@ def train(
     Plain GD is ``W_j <- W_j - lr (dphi/dW_j + weight_decay W_j)`` with the analytic layer
     gradients of §2.1. ``metrics`` map the end-to-end matrix to a value; ``state_metrics`` map the
     factors (e.g. ``network.imbalance``). The returned ``state`` is the final tuple of factors.
-    ``progress(step)`` is called on the host at every record point.
+    ``progress(step)`` is called on the host at every record point, and with ``steps`` at the end.
 
     The compiled program is cached: calls that differ only in data, ``lr``, ``weight_decay``,
     ``stop_loss`` or a schedule with the same number of records reuse it (pass the same metric
@@ -409,6 +417,7 @@ def train(
     with _reporting(progress):
         out = _train_program(factors, problem, jnp.float64(lr), jnp.float64(weight_decay), deltas,
                              threshold, div, static=static)
+    _finish_progress(progress, steps)
     res = _pack(*out, _e2e_of_state)
     res.state = res.state[0]
     return res
@@ -446,6 +455,7 @@ def train_replicas(
     with _reporting(progress):
         out = _replicas_program(factors, problem, lrs, jnp.float64(weight_decay), deltas, threshold,
                                 div, static=static)
+    _finish_progress(progress, steps)
     res = _pack(*out, _e2e_of_state)
     res.state = res.state[0]
     return res

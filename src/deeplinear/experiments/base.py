@@ -33,6 +33,23 @@ class NullProgress:
         return _NullHandle()
 
 
+def step_bar(progress: Progress, description: str, steps: int) -> Callable[[int], None]:
+    """A ``train(..., progress=...)`` callback that draws a bar of ``steps`` steps.
+
+    The compiled loop reports the absolute step at each record point; this turns it into
+    ``advance`` calls (a run that stops early simply leaves its bar short).
+    """
+    handle = progress.task(description, steps)
+    done = [0]
+
+    def report(step: int) -> None:
+        if step > done[0]:
+            handle.advance(step - done[0])
+            done[0] = step
+
+    return report
+
+
 @dataclass
 class Results:
     """What an experiment returns.

@@ -29,7 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from deeplinear.baselines import min_nuclear_norm_completion
 from deeplinear.experiments._regularization import check_depths, check_positive, pyplot, save
-from deeplinear.experiments.base import Experiment, NullProgress, Progress, Results, register
+from deeplinear.experiments.base import (
+    Experiment,
+    NullProgress,
+    Progress,
+    Results,
+    register,
+    step_bar,
+)
 from deeplinear.metrics import effective_rank, nuclear_norm, reconstruction_error
 from deeplinear.network import gaussian_init
 from deeplinear.problems import low_rank_ground_truth, sample_completion
@@ -150,8 +157,9 @@ def run(config: Fig2Config, progress: Progress | None = None) -> Results:
                                         config.init_scale, per="product")
                 res = train(
                     factors, problem, lr=config.lr, steps=config.max_steps,
-                    optimizer=config.optimizer, schedule=Schedule.every(config.max_steps),
+                    optimizer=config.optimizer, schedule=Schedule.every(max(1, config.max_steps // 40)),
                     stop_loss=config.stop_loss, metrics=metrics,
+                    progress=step_bar(progress, f"depth {depth}, m={m}, seed {s}", config.max_steps),
                 )
                 row = dict(method=f"depth{depth}", depth=depth, m=m, seed=s,
                            recon_error=float(res.metrics["recon_error"][-1]),

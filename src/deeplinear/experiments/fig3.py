@@ -22,7 +22,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deeplinear.experiments._regularization import check_depths, check_positive, fmt, pyplot, save
-from deeplinear.experiments.base import Experiment, NullProgress, Progress, Results, register
+from deeplinear.experiments.base import (
+    Experiment,
+    NullProgress,
+    Progress,
+    Results,
+    register,
+    step_bar,
+)
 from deeplinear.metrics import reconstruction_error, singular_values
 from deeplinear.network import gaussian_init, identity_init
 from deeplinear.problems import low_rank_ground_truth, sample_completion, sample_sensing
@@ -162,7 +169,8 @@ def run(config: Fig3Config, progress: Progress | None = None) -> Results:
             lr_eff = lr * (sensing_lr_factor(config.n, config.observations) if kind == "sensing"
                            else 1.0)
             res = train(factors, problem, lr=lr_eff, steps=steps, optimizer="gd",
-                        schedule=Schedule.every(max(1, steps // config.records)), metrics=metrics)
+                        schedule=Schedule.every(max(1, steps // config.records)), metrics=metrics,
+                        progress=step_bar(progress, f"{kind}, depth {depth}", steps))
             tag = f"{kind}_depth{depth}"
             sig = np.asarray(res.metrics["sigma"])
             arrays[f"steps_{tag}"] = np.asarray(res.steps)

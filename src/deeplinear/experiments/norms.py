@@ -28,7 +28,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deeplinear.experiments._regularization import check_depths, check_positive, pyplot, save
-from deeplinear.experiments.base import Experiment, NullProgress, Progress, Results, register
+from deeplinear.experiments.base import (
+    Experiment,
+    NullProgress,
+    Progress,
+    Results,
+    register,
+    step_bar,
+)
 from deeplinear.metrics import (
     distance_to_rank,
     effective_rank,
@@ -207,7 +214,9 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
             factors = _stack([with_det_sign(kk, init_fn, +1) for kk in keys])
             res = train_replicas(factors, problem, lr=config.lr, steps=config.max_steps,
                                  schedule=Schedule.log(config.records), stop_loss=config.stop_loss,
-                                 metrics=_METRICS)
+                                 metrics=_METRICS,
+                                 progress=step_bar(progress, f"GD {init}, depth {depth}",
+                                                   config.max_steps))
             for s in range(config.seeds):
                 tag = f"gd_{init}_depth{depth}_seed{s}"
                 n_rec = int(np.sum(res.steps[s] <= res.stop_step[s]))
