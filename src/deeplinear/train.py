@@ -250,8 +250,9 @@ def iterate(
 ) -> TrainResult:
     """Iterate ``state <- update(state)`` for ``steps`` steps in one compiled program.
 
-    ``update(state)`` returns ``(new_state, loss of to_matrix(state))``. Used by :func:`train`
-    and by the end-to-end update rule (``deeplinear.simulate``).
+    ``update(state)`` returns ``(new_state, loss of to_matrix(state))``. The same loop as
+    :func:`train` for any state (``deeplinear.simulate`` runs the end-to-end rule with it);
+    ``update`` usually closes over its data, so this form compiles on every call.
     """
     _check_run(steps, stop_loss, divergence_factor)
     schedule = schedule or Schedule.log(50)
