@@ -6,6 +6,8 @@ import os
 import platform
 from pathlib import Path
 
+from deeplinear.store import atomic_write
+
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
@@ -21,8 +23,8 @@ def cpu_name() -> str:
 
 
 def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section between ``<!-- name:start/end -->`` in BENCHMARKS.md,
-    atomically (temporary file + rename), leaving the other scripts' sections alone."""
+    """Replace (or append) the section between ``<!-- name:start/end -->`` in BENCHMARKS.md
+    (atomically, via the run store's writer), leaving the other scripts' sections alone."""
     text = (BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists()
             else "# Benchmarks\n\nMeasured, never asserted in tests.\n")
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
@@ -31,6 +33,4 @@ def write_section(name: str, body: str) -> None:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = BENCHMARKS_MD.with_suffix(f".{name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(BENCHMARKS_MD)
+    atomic_write(BENCHMARKS_MD, text)
