@@ -255,8 +255,7 @@ def iterate(
     ``update`` usually closes over its data, so this form compiles on every call.
     """
     _check_run(steps, stop_loss, divergence_factor)
-    schedule = schedule or Schedule.log(50)
-    deltas = jnp.asarray(np.diff(schedule.points(steps)), dtype=jnp.int64)
+    deltas = _deltas(schedule, steps)
     fn = jax.jit(
         lambda s: _loop(update, s, problem, to_matrix, deltas, stop_loss, divergence_factor,
                         dict(metrics or {}), dict(state_metrics or {}), _host(progress))
@@ -265,6 +264,11 @@ def iterate(
         out = fn(state)
     _finish_progress(progress, steps)
     return _pack(*out, to_matrix)
+
+
+def _deltas(schedule: Schedule | None, steps: int) -> jax.Array:
+    """Steps between consecutive record points (default: 50 log-spaced records)."""
+    return jnp.asarray(np.diff((schedule or Schedule.log(50)).points(steps)), dtype=jnp.int64)
 
 
 def _check_run(steps, stop_loss, divergence_factor):
@@ -359,17 +363,25 @@ def _replicas_program(factors, problem, lrs, weight_decay, deltas, threshold, di
     )(factors, lrs)
 
 
-def _prepare(optimizer, optimizer_kwargs, metrics, state_metrics, progress, steps, schedule,
-             stop_loss, divergence_factor):
+def _execute(program, factors, problem, lr, optimizer, optimizer_kwargs, weight_decay, schedule,
+             stop_loss, metrics, state_metrics, divergence_factor, progress, steps) -> TrainResult:
+    """Shared by :func:`train` and :func:`train_replicas`: build the static part (the program's
+    cache key), run ``program``, report progress and pack the result."""
     _check_run(steps, stop_loss, divergence_factor)
     if isinstance(optimizer, str) and optimizer not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     static = _Static(optimizer, tuple(sorted((optimizer_kwargs or {}).items())),
                      tuple((metrics or {}).items()), tuple((state_metrics or {}).items()),
                      progress is not None)
-    deltas = jnp.asarray(np.diff((schedule or Schedule.log(50)).points(steps)), dtype=jnp.int64)
     threshold = -np.inf if stop_loss is None else float(stop_loss)
-    return static, deltas, threshold, float(divergence_factor)
+    factors = tuple(jnp.asarray(w, dtype=jnp.float64) for w in factors)
+    with _reporting(progress):
+        out = program(factors, problem, lr, jnp.float64(weight_decay), _deltas(schedule, steps),
+                      threshold, float(divergence_factor), static=static)
+    _finish_progress(progress, steps)
+    res = _pack(*out, _e2e_of_state)
+    res.state = res.state[0]
+    return res
 
 
 def _validate_train(factors, problem, lr):
@@ -412,16 +424,9 @@ def train(
     functions, not new lambdas, to benefit).
     """
     _validate_train(factors, problem, lr)
-    static, deltas, threshold, div = _prepare(optimizer, optimizer_kwargs, metrics, state_metrics,
-                                              progress, steps, schedule, stop_loss, divergence_factor)
-    factors = tuple(jnp.asarray(w, dtype=jnp.float64) for w in factors)
-    with _reporting(progress):
-        out = _train_program(factors, problem, jnp.float64(lr), jnp.float64(weight_decay), deltas,
-                             threshold, div, static=static)
-    _finish_progress(progress, steps)
-    res = _pack(*out, _e2e_of_state)
-    res.state = res.state[0]
-    return res
+    return _execute(_train_program, factors, problem, jnp.float64(lr), optimizer, optimizer_kwargs,
+                    weight_decay, schedule, stop_loss, metrics, state_metrics, divergence_factor,
+                    progress, steps)
 
 
 def train_replicas(
@@ -450,16 +455,9 @@ def train_replicas(
     n_rep = factors[0].shape[0]
     lrs = jnp.broadcast_to(jnp.asarray(lr, dtype=jnp.float64), (n_rep,))
     _validate_train(tuple(w[0] for w in factors), problem, np.asarray(lrs))
-    static, deltas, threshold, div = _prepare(optimizer, optimizer_kwargs, metrics, state_metrics,
-                                              progress, steps, schedule, stop_loss, divergence_factor)
-    factors = tuple(jnp.asarray(w, dtype=jnp.float64) for w in factors)
-    with _reporting(progress):
-        out = _replicas_program(factors, problem, lrs, jnp.float64(weight_decay), deltas, threshold,
-                                div, static=static)
-    _finish_progress(progress, steps)
-    res = _pack(*out, _e2e_of_state)
-    res.state = res.state[0]
-    return res
+    return _execute(_replicas_program, factors, problem, lrs, optimizer, optimizer_kwargs,
+                    weight_decay, schedule, stop_loss, metrics, state_metrics, divergence_factor,
+                    progress, steps)
 
 
 # --------------------------------------------------------------------------- gradient flow
