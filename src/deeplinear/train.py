@@ -20,7 +20,7 @@ import contextlib
 import functools
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import diffrax
@@ -142,15 +142,10 @@ class TrainResult:
     status: str | np.ndarray
     stop_step: int | np.ndarray
     diverged_step: int | None | np.ndarray = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def factors(self) -> Any:
         return self.state
-
-    @property
-    def final_loss(self) -> float | np.ndarray:
-        return self.loss[..., -1]
 
 
 # --------------------------------------------------------------------------- generic loop
