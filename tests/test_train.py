@@ -159,3 +159,40 @@ def test_progress_reports_record_steps_then_the_total():
     assert res.status == "converged" and res.stop_step < 1000
     assert seen[0] == min(100, res.stop_step) and seen[-1] == 1000  # skipped steps count as done
     assert all(b >= a for a, b in zip(seen, seen[1:], strict=False))
+
+
+@pytest.mark.parametrize("schedule", [tr.Schedule.every(1), tr.Schedule.every(7), tr.Schedule.log(20),
+                                      None])
+def test_a_blown_up_iterate_is_never_recorded_for_any_schedule(schedule):
+    prob = pb.sample_completion(jax.random.PRNGKey(0), pb.low_rank_ground_truth(
+        jax.random.PRNGKey(1), (10, 10), 2), 50)
+    fs = nw.gaussian_init(jax.random.PRNGKey(2), (10, 10, 10), 0.5, per="product")
+    res = tr.train(fs, prob, lr=1e3, steps=1000, schedule=schedule)
+    assert res.status == "diverged" and res.diverged_step is not None
+    ceiling = 1e8 * max(float(res.loss[0]), 1.0)  # the default divergence_factor
+    assert np.all(np.isfinite(res.loss)) and res.loss.max() <= ceiling
+    # the returned state is the last recorded (finite) iterate, and it is before the blow-up
+    assert np.isclose(float(prob.loss(jnp.asarray(res.W))), res.loss[-1], rtol=1e-12)
+    assert res.steps[-1] <= res.diverged_step
+
+
+def test_progress_reaches_the_callback_at_depth_3_and_per_thread():
+    """jax.debug.callback runs on a runtime thread: updates must still reach each caller."""
+    import threading
+
+    prob = pb.WhitenedSquare(jax.random.normal(jax.random.PRNGKey(0), (4, 4)))
+    fs = nw.gaussian_init(jax.random.PRNGKey(1), (4, 4, 4, 4), 0.3)
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+
+    def work(tag):
+        tr.train(fs, prob, lr=1e-3, steps=400, schedule=tr.Schedule.every(50),
+                 progress=seen[tag].append)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in seen]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for values in seen.values():
+        # one report per record point (8) plus the final total, in order, nothing crossed over
+        assert values[:-1] == list(range(50, 401, 50)) and values[-1] == 400

@@ -21,9 +21,7 @@ import jax.numpy as jnp
 
 from deeplinear.dynamics import end_to_end_flow, end_to_end_update
 from deeplinear.problems import Problem
-from deeplinear.train import FlowResult, Schedule, TrainResult, integrate, iterate
-
-MetricFn = Callable[[jax.Array], jax.Array]
+from deeplinear.train import FlowResult, MetricFn, Schedule, TrainResult, integrate, iterate
 
 
 def _validate(W0: jax.Array, problem: Problem, depth: int) -> jax.Array:

@@ -1,0 +1,173 @@
+"""(Optax) gradient descent on the factors of ``phi(W_1..W_N) = l(W_N...W_1)`` (Def 2): one run or R
+replicas (``vmap``) in one cached compiled program."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from deeplinear.network import Factors, end_to_end, factor_gradients
+from deeplinear.problems import Problem
+from deeplinear.train._engine import (
+    MetricFn,
+    Schedule,
+    TrainResult,
+    _check_run,
+    _deltas,
+    _finish_progress,
+    _loop,
+    _pack,
+    _reporting,
+)
+from deeplinear.train.optimizers import _OPTIMIZERS, OPTIMIZERS, make_optimizer
+
+
+def _factor_update(problem, optimizer, weight_decay):
+    def update(state):
+        factors, opt_state = state
+        loss, G = problem.value_and_grad(end_to_end(factors))
+        grads = factor_gradients(factors, G)
+        grads = tuple(g + weight_decay * w for g, w in zip(grads, factors, strict=True))
+        updates, opt_state = optimizer.update(grads, opt_state, factors)
+        return (optax.apply_updates(factors, updates), opt_state), loss
+
+    return update
+
+
+class _Static(NamedTuple):
+    """The hashable, compile-time part of a training call (the cache key of its program)."""
+
+    optimizer: str | optax.GradientTransformation
+    optimizer_kwargs: tuple
+    metrics: tuple
+    state_metrics: tuple
+
+
+def _e2e_of_state(state):
+    return end_to_end(state[0])
+
+
+def _train_core(factors, problem, lr, weight_decay, deltas, threshold, divergence_factor,
+                progress_id, static):
+    if isinstance(static.optimizer, str):
+        opt = make_optimizer(static.optimizer, lr, **dict(static.optimizer_kwargs))
+    else:
+        opt = static.optimizer
+    state = (factors, opt.init(factors))
+    state_metrics = {k: (lambda s, f=f: f(s[0])) for k, f in static.state_metrics}
+    return _loop(_factor_update(problem, opt, weight_decay), state, problem, _e2e_of_state, deltas,
+                 threshold, divergence_factor, dict(static.metrics), state_metrics, progress_id)
+
+
+_train_program = jax.jit(_train_core, static_argnames=("static",))
+
+
+@functools.partial(jax.jit, static_argnames=("static",))
+def _replicas_program(factors, problem, lrs, weight_decay, deltas, threshold, divergence_factor,
+                      progress_id, static):
+    return jax.vmap(
+        lambda f, lr: _train_core(f, problem, lr, weight_decay, deltas, threshold, divergence_factor,
+                                  progress_id, static)
+    )(factors, lrs)
+
+
+def _execute(program, factors, problem, lr, optimizer, optimizer_kwargs, weight_decay, schedule,
+             stop_loss, metrics, state_metrics, divergence_factor, progress, steps) -> TrainResult:
+    """Shared by :func:`train` and :func:`train_replicas`: build the static part (the program's
+    cache key), run ``program``, report progress and pack the result."""
+    _check_run(steps, stop_loss, divergence_factor)
+    if isinstance(optimizer, str) and optimizer not in _OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    static = _Static(optimizer, tuple(sorted((optimizer_kwargs or {}).items())),
+                     tuple((metrics or {}).items()), tuple((state_metrics or {}).items()))
+    threshold = -np.inf if stop_loss is None else float(stop_loss)
+    factors = tuple(jnp.asarray(w, dtype=jnp.float64) for w in factors)
+    with _reporting(progress) as pid:
+        out = program(factors, problem, lr, jnp.float64(weight_decay), _deltas(schedule, steps),
+                      threshold, float(divergence_factor), pid, static=static)
+    _finish_progress(progress, steps)
+    res = _pack(*out, _e2e_of_state)
+    res.state = res.state[0]
+    return res
+
+
+def _validate_train(factors, problem, lr):
+    if not isinstance(factors, tuple) or not factors:
+        raise ValueError("factors must be a non-empty tuple of arrays (W_1, ..., W_N)")
+    if not isinstance(problem, Problem):
+        raise ValueError(f"problem must be a deeplinear.problems.Problem, got {type(problem).__name__}")
+    shape = (factors[-1].shape[-2], factors[0].shape[-1])
+    if shape != tuple(problem.shape):
+        raise ValueError(f"factors give end-to-end shape {shape} but problem.shape is {problem.shape}")
+    if not np.all(np.asarray(lr) > 0):
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+
+
+def train(
+    factors: Factors,
+    problem: Problem,
+    *,
+    lr: float,
+    steps: int,
+    optimizer: str | optax.GradientTransformation = "gd",
+    optimizer_kwargs: Mapping[str, Any] | None = None,
+    weight_decay: float = 0.0,
+    schedule: Schedule | None = None,
+    stop_loss: float | None = None,
+    metrics: Mapping[str, MetricFn] | None = None,
+    state_metrics: Mapping[str, Callable[[Factors], jax.Array]] | None = None,
+    divergence_factor: float = 1e8,
+    progress: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Optimize ``phi(W_1..W_N) = l(W_N...W_1)`` over the factors (Def 2).
+
+    Plain GD is ``W_j <- W_j - lr (dphi/dW_j + weight_decay W_j)`` with the analytic layer
+    gradients of §2.1. ``metrics`` map the end-to-end matrix to a value; ``state_metrics`` map the
+    factors (e.g. ``network.imbalance``). The returned ``state`` is the final tuple of factors.
+    ``progress(step)`` is called on the host at every record point, and with ``steps`` at the end.
+
+    The compiled program is cached: calls that differ only in data, ``lr``, ``weight_decay``,
+    ``stop_loss`` or a schedule with the same number of records reuse it (pass the same metric
+    functions, not new lambdas, to benefit).
+    """
+    _validate_train(factors, problem, lr)
+    return _execute(_train_program, factors, problem, jnp.float64(lr), optimizer, optimizer_kwargs,
+                    weight_decay, schedule, stop_loss, metrics, state_metrics, divergence_factor,
+                    progress, steps)
+
+
+def train_replicas(
+    factors: Factors,
+    problem: Problem,
+    *,
+    lr: float | jax.Array,
+    steps: int,
+    optimizer: str | optax.GradientTransformation = "gd",
+    optimizer_kwargs: Mapping[str, Any] | None = None,
+    weight_decay: float = 0.0,
+    schedule: Schedule | None = None,
+    stop_loss: float | None = None,
+    metrics: Mapping[str, MetricFn] | None = None,
+    state_metrics: Mapping[str, Callable[[Factors], jax.Array]] | None = None,
+    divergence_factor: float = 1e8,
+    progress: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """:func:`train` for R replicas in one compiled program (``vmap``).
+
+    ``factors`` carry a leading replica axis of size R (e.g. ``jax.vmap(init)(keys)``); ``lr``
+    is a scalar or an array of R learning rates (a grid search in one program). Each replica
+    stops on its own; results carry the replica axis first (``status`` is an array of strings,
+    ``diverged_step`` is -1 where a replica did not diverge).
+    """
+    n_rep = factors[0].shape[0]
+    lrs = jnp.broadcast_to(jnp.asarray(lr, dtype=jnp.float64), (n_rep,))
+    _validate_train(tuple(w[0] for w in factors), problem, np.asarray(lrs))
+    return _execute(_replicas_program, factors, problem, lrs, optimizer, optimizer_kwargs,
+                    weight_decay, schedule, stop_loss, metrics, state_metrics, divergence_factor,
+                    progress, steps)
