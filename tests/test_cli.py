@@ -46,11 +46,12 @@ FAKE_SOURCE = textwrap.dedent('''
         for _ in range(config.train.steps):
             bar.advance()
         summary = {"final_loss": float(loss[-1]), "steps": config.train.steps}
+        res = Results(tables={"loss": [{"step": i, "loss": float(v)} for i, v in
+                                       enumerate(loss)]},
+                      arrays={"loss": loss}, summary=summary)
         if config.diverge:
-            summary["status"] = "diverged"
-        return Results(tables={"loss": [{"step": i, "loss": float(v)} for i, v in
-                                        enumerate(loss)]},
-                       arrays={"loss": loss}, summary=summary)
+            res.diverged("depth 3, seed 0", 12)
+        return res
 
     def make_plot(stem):
         def plot(results, out_dir):
@@ -109,13 +110,15 @@ def fake_theory(fail: tuple[str, ...] = ()) -> SimpleNamespace:
     names = ["balancedness_conserved", "theorem1_end_to_end", "scalar_network"]
     calls: list[str | None] = []
 
-    def run_checks(pattern=None, on_result=None):
+    def run_checks(pattern=None, on_result=None, on_start=None):
         calls.append(pattern)
         chosen = [n for n in names if pattern is None or pattern in n]
         if not chosen:
             raise ValueError(f"no check name contains {pattern!r}")
         out = []
         for n in chosen:
+            if on_start:
+                on_start(n)
             out.append(FakeResult(n, n not in fail, {"seed": 0}))
             if on_result:
                 on_result(out[-1])
@@ -171,6 +174,7 @@ def test_diverged_run_exits_nonzero(fakes, tmp_path) -> None:
     res = runner.invoke(app, ["run", "clifake-a", "--quick", "--set", "diverge=true", "--out",
                               str(tmp_path / "r")])
     assert res.exit_code == 1 and "diverged" in res.stderr
+    assert "depth 3, seed 0: diverged at step 12" in res.stderr
 
 
 def test_subprocess_run_and_bad_config(fakes, tmp_path) -> None:

@@ -15,6 +15,7 @@ from deeplinear.experiments import fig1_cnn as cnn
 from deeplinear.experiments import fig1_regression as reg
 from deeplinear.network import balanced_init, end_to_end
 from deeplinear.problems import LpRegression
+from deeplinear.simulate import end_to_end_descent
 from deeplinear.train import Schedule, train
 
 
@@ -69,19 +70,6 @@ def test_lp_optimum_is_stationary():
     assert l2 > 0 and l4 > 0
 
 
-def test_steps_to_reach_and_crossing():
-    steps = np.array([0, 10, 20, 30])
-    vals = np.array([1.0, 1e-1, 1e-2, 1e-3])
-    assert reg.steps_to_reach(steps, vals, 1.0) == 0
-    assert reg.steps_to_reach(steps, vals, 10 ** -1.5) == pytest.approx(15.0)
-    assert np.isnan(reg.steps_to_reach(steps, vals, 1e-4))
-    a = np.array([2.0, 0.5, 2.0, 0.1])
-    b = np.ones(4)
-    assert reg.crossing_step(steps, a, b) == 30
-    assert reg.crossing_step(steps, b * 0.5, b) == 0
-    assert np.isnan(reg.crossing_step(steps, b * 2, b))
-
-
 def test_end_to_end_rule_matches_network_gd_and_single_output_form():
     """Small η: network GD ≈ the §2.6 rule (O(η²) per step); d_N = 1: the rule equals §2.8's
     ``w ← w - η‖w‖^{2-2/N}(∇ + (N-1) Pr_w ∇)`` computed here in numpy."""
@@ -90,7 +78,8 @@ def test_end_to_end_rule_matches_network_gd_and_single_output_form():
     depth, lr, steps = 2, 0.02, 3000
     factors = balanced_init(jax.random.key(0), (9, 3, 1), 1e-2)
     net = train(factors, problem, lr=lr, steps=steps, schedule=Schedule.every(300))
-    rule = reg._e2e(end_to_end(factors), problem, lr, depth, steps, Schedule.every(300))
+    rule = end_to_end_descent(end_to_end(factors), problem, lr=lr, depth=depth, steps=steps,
+                              schedule=Schedule.every(300))
     np.testing.assert_allclose(rule.loss, net.loss, rtol=2e-2)
     assert np.max(np.abs(rule.W - net.W)) < 2e-2 * np.max(np.abs(net.W))
     # §2.8 single-output form, 200 steps from the same start
@@ -99,7 +88,8 @@ def test_end_to_end_rule_matches_network_gd_and_single_output_form():
         g = d.X.T @ (d.X @ w - d.y) ** 3 / len(d.y)
         n2 = w @ w
         w = w - lr * n2 ** (1 - 1 / depth) * (g + (depth - 1) * (w @ g) / n2 * w)
-    short = reg._e2e(end_to_end(factors), problem, lr, depth, 200, Schedule.every(200))
+    short = end_to_end_descent(end_to_end(factors), problem, lr=lr, depth=depth, steps=200,
+                               schedule=Schedule.every(200))
     np.testing.assert_allclose(short.W[0], w, rtol=1e-9, atol=1e-12)
 
 
@@ -153,7 +143,8 @@ def test_regression_divergence_is_reported_not_plotted():
     cfg = reg.Fig1RegressionConfig(p_values=[4], depths=[1], adaptive=False, steps=50,
                                    lr_grid=[100.0], record_points=10)
     r = reg.run(cfg)
-    assert r.summary["diverged"] == 1
-    assert any("every learning rate diverged" in n for n in r.notes)
+    assert r.status == "diverged"  # its only method has no curve: no valid result
+    assert "p=4 gd_depth1: every learning rate of the grid: diverged at step" in str(
+        r.divergences[0])
     assert "p4_gd_depth1_loss" not in r.arrays
     assert r.tables["lr_grid"][0]["status"] == "diverged"

@@ -6,7 +6,7 @@ from pydantic import ValidationError
 
 from deeplinear.experiments import REGISTRY
 from deeplinear.experiments.fig3 import rise_steps
-from deeplinear.experiments.norms import count_sign_flips, w11_at_loss
+from deeplinear.experiments.norms import count_sign_flips
 
 
 def _quick(name):
@@ -106,9 +106,6 @@ def test_norms_plot(norms, tmp_path):
 def test_helpers():
     assert count_sign_flips(np.array([1.0, 0.5, 0.0, -0.1, -1, 2])) == 2
     assert count_sign_flips(np.array([1.0, 2.0])) == 0
-    loss = np.array([1.0, 1e-1, 1e-2, 1e-3])
-    assert w11_at_loss(loss, np.array([0.0, 1.0, 2.0, 3.0]), 10 ** -1.5) == pytest.approx(1.5)
-    assert np.isnan(w11_at_loss(loss, np.zeros(4), 1e-5))
     steps = np.array([0, 10, 20, 30])
     sig = np.array([[0, 0], [1, 0], [2, 0.1], [2, 2]], dtype=float)
     np.testing.assert_array_equal(rise_steps(steps, sig), [10, 30])

@@ -17,6 +17,7 @@ from deeplinear.config import run_id
 from deeplinear.experiments.base import Experiment, Results
 from deeplinear.store import (
     PARTIAL,
+    OutputError,
     SweepIndex,
     atomic_write,
     clean_partials,
@@ -47,11 +48,18 @@ def _run(config: Cfg, progress) -> Results:
         raise RuntimeError("boom\nsecond line")
     loss = np.exp(-np.arange(config.steps, dtype=float))
     summary = {"final_loss": float(loss[-1]), "steps": config.steps, "label": "x"}
-    if config.mode == "diverge":
-        summary["status"] = "diverged"
-    return Results(tables={"trajectory": [{"step": i, "loss": v} for i, v in enumerate(loss)],
-                           "other": [{"a": 1, "b": "t"}, {"a": 2, "c": 0.5}]},
-                   arrays={"loss": loss, "mat": np.eye(3)}, summary=summary, notes=["n1"])
+    res = Results(tables={"trajectory": [{"step": i, "loss": v} for i, v in enumerate(loss)],
+                          "other": [{"a": 1, "b": "t"}, {"a": 2, "c": 0.5}]},
+                  arrays={"loss": loss, "mat": np.eye(3)}, summary=summary, notes=["n1"])
+    if config.mode in ("diverge", "partial"):
+        res.subruns = 2
+        res.diverged("seed 0", 17)
+        if config.mode == "diverge":
+            res.diverged("seed 1", None)
+        res.summary["final_loss"] = float("nan")
+        res.arrays["loss"] = np.where(np.arange(config.steps) > 2, np.inf, loss)
+        res.tables["trajectory"][-1]["loss"] = float("nan")
+    return res
 
 
 def _plot(results: Results, out_dir: Path) -> list[Path]:
@@ -83,7 +91,7 @@ def test_run_folder_layout_and_roundtrip(tmp_path) -> None:
     np.testing.assert_array_equal(res.arrays["loss"], np.exp(-np.arange(4.0)))
     np.testing.assert_array_equal(res.arrays["mat"], np.eye(3))
     assert res.tables["trajectory"][3] == {"step": 3, "loss": np.exp(-3.0)}
-    assert res.tables["other"] == [{"a": 1, "b": "t", "c": ""}, {"a": 2, "b": "", "c": 0.5}]
+    assert res.tables["other"] == [{"a": 1, "b": "t", "c": None}, {"a": 2, "b": None, "c": 0.5}]
     assert res.summary["steps"] == 4 and res.notes == ["n1"]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["reported"] == {"final_loss": 0.02}
@@ -111,9 +119,24 @@ def test_failed_run_records_error_and_is_not_finished(tmp_path) -> None:
     assert not (tmp_path / "r" / "summary.json").exists()
 
 
-def test_diverged_run_has_its_own_status(tmp_path) -> None:
-    out = execute_run(EXP, Cfg(mode="diverge"), tmp_path / "r")
-    assert out.status == "diverged" and read_status(tmp_path / "r")["status"] == "diverged"
+@pytest.mark.parametrize("mode", ["diverge", "partial"])
+def test_diverged_run_has_its_own_status_and_stores_no_nan(tmp_path, mode) -> None:
+    out = execute_run(EXP, Cfg(mode=mode), tmp_path / "r")
+    want = {"diverge": "diverged", "partial": "partial"}[mode]
+    status = read_status(tmp_path / "r")
+    assert out.status == want and status["status"] == want
+    assert status["divergences"][0] == {"run": "seed 0", "step": 17}
+    assert out.divergences[0] == "seed 0: diverged at step 17"
+    for name in ("status.json", "summary.json", "trajectory.csv"):
+        text = (tmp_path / "r" / name).read_text().lower()
+        assert "nan" not in text and "inf" not in text, name
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["summary"]["final_loss"] is None
+    with np.load(tmp_path / "r" / "arrays.npz") as npz:
+        assert all(np.all(np.isfinite(npz[k])) for k in npz.files if npz[k].dtype.kind == "f")
+        assert npz["loss.missing"].tolist() == [False] * 3 + [True] * 2
+    res = load_results(tmp_path / "r")  # missing entries come back as NaN in memory
+    assert np.isnan(res.arrays["loss"][3:]).all() and np.isfinite(res.arrays["loss"][:3]).all()
+    assert res.tables["trajectory"][-1]["loss"] is None
 
 
 def test_kill_while_writing_leaves_no_run(tmp_path, monkeypatch) -> None:
@@ -126,9 +149,14 @@ def test_kill_while_writing_leaves_no_run(tmp_path, monkeypatch) -> None:
     assert not (tmp_path / "r").exists()
     partials = [p for p in tmp_path.iterdir() if PARTIAL in p.name]
     assert len(partials) == 1 and read_status(partials[0])["status"] == "running"
-    assert execute_run(EXP, Cfg(), tmp_path / "r").status == "done"
-    assert clean_partials(tmp_path) == 1
+    (tmp_path / ".x.tmp-0123abcd").write_text("killed atomic write")
+    assert execute_run(EXP, Cfg(), tmp_path / "r").status == "done"  # cleans its own leftovers
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    partial = tmp_path / f"r{PARTIAL}deadbeef"
+    partial.mkdir()
+    (tmp_path / f"user{PARTIAL}notours").mkdir()  # not our pattern: kept
+    assert clean_partials(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r", f"user{PARTIAL}notours"]
 
 
 def test_atomic_write_leaves_no_temp(tmp_path) -> None:
@@ -140,7 +168,7 @@ def test_atomic_write_leaves_no_temp(tmp_path) -> None:
 
 def test_table_csv_union_header() -> None:
     text = table_csv([{"a": 1}, {"b": np.float64(2.5)}, {"a": float("nan")}])
-    assert text.splitlines() == ["a,b", "1,", ",2.5", "nan,"]
+    assert text.splitlines() == ["a,b", "1,", ",2.5", ","]  # NaN is never written: empty cell
 
 
 def test_sweep_index(tmp_path) -> None:
@@ -156,8 +184,8 @@ def test_sweep_index(tmp_path) -> None:
             idx.set_status("r2", "finished")
         with pytest.raises(ValueError, match="unknown index fields"):
             idx.set_status("r2", "done", bogus=1)
-        assert idx.counts() == {"pending": 0, "running": 1, "done": 1, "failed": 0,
-                                "diverged": 0}
+        assert idx.counts() == {"pending": 0, "running": 1, "done": 1, "partial": 0,
+                                "diverged": 0, "failed": 0}
     # a second connection (as after a restart) sees the committed rows; journal is WAL
     with SweepIndex(path) as idx:
         rows = {r["run_id"]: r for r in idx.rows()}
@@ -170,13 +198,37 @@ def test_sweep_index(tmp_path) -> None:
     con.close()
 
 
+def test_sweep_index_of_an_older_version_is_migrated(tmp_path) -> None:
+    """Indexes written before 'partial' existed keep their rows and accept the new status."""
+    path = tmp_path / "index.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, experiment TEXT NOT NULL, config TEXT"
+                " NOT NULL, status TEXT NOT NULL CHECK (status IN ('pending','running','done',"
+                "'failed','diverged')), attempts INTEGER NOT NULL DEFAULT 0, submitted REAL,"
+                " finished REAL, seconds REAL, error TEXT)")
+    con.execute("INSERT INTO runs (run_id, experiment, config, status) VALUES ('r1','e','{}','done')")
+    con.commit()
+    con.close()
+    with SweepIndex(path) as idx:
+        idx.add("r2", "e", {})
+        idx.set_status("r2", "partial")
+        assert {r["run_id"]: r["status"] for r in idx.rows()} == {"r1": "done", "r2": "partial"}
+
+
+def test_a_damaged_sweep_index_is_one_clear_error(tmp_path) -> None:
+    path = tmp_path / "index.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(OutputError, match="index.sqlite.*move it away"):
+        SweepIndex(path)
+
+
 @given(st.lists(st.dictionaries(st.sampled_from(["step", "loss", "sigma_1"]),
                                 st.one_of(st.integers(-(10**12), 10**12),
                                           st.floats(allow_nan=False, allow_infinity=False)),
                                 min_size=1), min_size=1, max_size=20))
 def test_csv_tables_roundtrip_exactly(rows) -> None:
     """Numbers written to a metrics CSV come back with their exact value and type (floats via
-    repr), missing cells as empty strings."""
+    repr), missing cells as None."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -192,4 +244,4 @@ def test_csv_tables_roundtrip_exactly(rows) -> None:
                 # an integral float such as 2.0 is written "2.0" and must stay a float
                 assert type(got[k]) is type(row[k])
             else:
-                assert got[k] == ""
+                assert got[k] is None

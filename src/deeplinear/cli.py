@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -14,17 +16,87 @@ from typing import Annotated, Any, TypeVar
 
 import rich.progress as rp
 import typer
+import typer.exceptions
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
-from deeplinear.config import ConfigError, dump_toml, validate
-from deeplinear.experiments.base import Experiment
+from deeplinear.config import ConfigError, dump_toml, one_line, short, validate
+from deeplinear.experiments.base import Experiment, NullProgress
 from deeplinear.report import dumps_checks, fmt, write_report
-from deeplinear.store import RunOutcome, atomic_write, clean_partials, execute_run
+from deeplinear.store import (
+    RunOutcome,
+    atomic_write,
+    check_output,
+    claim,
+    clean_partials,
+    execute_run,
+)
 from deeplinear.sweep import build_spec, expand, get_experiment, load_experiments, load_grid
 from deeplinear.sweep import run_sweep as _run_sweep
 
+MAX_ERROR_LINE = 300
+"""Longest error line the CLI prints for bad input (``error: `` included)."""
+
+
+def error_line(message: str) -> str:
+    """``error: MESSAGE`` on one line of at most :data:`MAX_ERROR_LINE` characters."""
+    return one_line(f"error: {message}", MAX_ERROR_LINE)
+
+
+def _cli_error_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(usage errors, aborts) of the click that typer runs on: typer >= 0.20 ships its own copy
+    (``typer.exceptions.TyperException``), older typer uses the ``click`` package."""
+    usage: list[type[BaseException]] = []
+    aborts: list[type[BaseException]] = [typer.Abort]
+    if hasattr(typer.exceptions, "TyperException"):
+        usage.append(typer.exceptions.TyperException)
+    try:
+        import click
+    except ImportError:  # pragma: no cover - typer without click
+        pass
+    else:
+        usage.append(click.ClickException)
+        aborts.append(click.exceptions.Abort)
+    return tuple(usage), tuple(aborts)
+
+
+_USAGE_ERRORS, _ABORTS = _cli_error_classes()
+
+
+class OneLineErrorsGroup(TyperGroup):
+    """The command group: a usage error (unknown option, missing argument, a value of the wrong
+    type) is ONE stderr line naming the problem and pointing at ``--help``, exit status 2, not
+    typer's multi-line box. Everything else behaves as click's standalone mode."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _USAGE_ERRORS as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # bare `deeplinear`: the help page
+                err.show()  # type: ignore[attr-defined]
+            else:
+                typer.echo(_usage_error_line(err), err=True)
+            sys.exit(getattr(err, "exit_code", 2))
+        except _ABORTS:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _usage_error_line(err: BaseException) -> str:
+    ctx = getattr(err, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "deeplinear"
+    format_message = getattr(err, "format_message", None)
+    message = one_line(format_message() if format_message else str(err), 200)
+    return error_line(f"{message} (see `{command} --help`)")
+
+
 app = typer.Typer(
+    cls=OneLineErrorsGroup,
     help="Linear neural networks (Cohen & Razin): experiments, sweeps, theory checks, report.",
     no_args_is_help=True,
     add_completion=False,
@@ -44,7 +116,7 @@ def one_line_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ConfigError as err:
-            typer.echo(f"error: {err}", err=True)
+            typer.echo(error_line(str(err)), err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -84,15 +156,64 @@ class RichProgress:
         self._p.update(task_id, description=description)
 
 
+class PlainProgress:
+    """Progress for a log (stderr is not a terminal): no bars; the CLI prints one plain line
+    when each experiment, sweep run and theory check starts and ends (see :func:`log_line`)."""
+
+    def task(self, description: str, total: int | None) -> NullProgress:
+        return NullProgress().task(description, total)
+
+    def outer(self, description: str, total: int) -> int:
+        return 0
+
+    def advance_outer(self, task_id: int) -> None:
+        return None
+
+    def describe(self, task_id: int, description: str) -> None:
+        return None
+
+
 @contextmanager
-def rich_progress() -> Iterator[RichProgress]:
+def rich_progress() -> Iterator[RichProgress | PlainProgress]:
+    """Bars on a terminal; plain start/end lines (:func:`log_line`) otherwise."""
+    if not err_console.is_terminal:
+        yield PlainProgress()
+        return
     columns = [rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
                rp.TimeElapsedColumn(), rp.TimeRemainingColumn()]
     with rp.Progress(*columns, console=err_console) as progress:
         yield RichProgress(progress)
 
 
+def log_line(text: str) -> None:
+    """One plain stderr line, only when stderr is not a terminal (a CI log, ``make demo > log``),
+    where no progress bar is drawn; flushed at once so the log shows life."""
+    if not err_console.is_terminal:
+        print(f"[deeplinear {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
 # ---------------------------------------------------------------- helpers
+
+
+MAX_WORKERS = 1024
+_SCHEDULER = re.compile(
+    r"(?:(?:tcp|tls|ws|wss|ucx)://)?"  # protocol (Dask's default is tcp)
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)"  # host or [IPv6]
+    r":([0-9]{1,5})"  # port
+)
+
+
+def _check_sweep_options(scheduler: str | None, workers: int | None) -> None:
+    """``--scheduler`` must look like ``[tcp://]HOST:PORT``, ``--workers`` lie in [0, 1024]."""
+    if workers is not None and not 0 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers {short(workers)}: must be an integer in [0, {MAX_WORKERS}] "
+                          "(0 = run in this process; leave it out for one per CPU)")
+    if scheduler is not None:
+        match = _SCHEDULER.fullmatch(scheduler.strip())
+        if match is None or not 1 <= int(match.group(1)) <= 65535:
+            raise ConfigError(f"--scheduler {short(scheduler)}: not a Dask scheduler address; "
+                              "expected tcp://HOST:PORT with a port in 1..65535, "
+                              "e.g. tcp://10.0.0.5:8786")
 
 
 def _preset(quick: bool, paper: bool) -> str:
@@ -124,8 +245,11 @@ def _outcomes_table(outcomes: list[RunOutcome]) -> Table:
     for col in ("experiment", "run id", "status", "seconds", "note"):
         table.add_column(col, overflow="fold")
     for o in outcomes:
-        style = "green" if o.status == "done" else "red"
+        style = {"done": "green", "partial": "yellow"}.get(o.status, "red")
         note = "already done" if o.skipped else (o.error or "")
+        if o.divergences:
+            note = "; ".join(filter(None, [note, f"{len(o.divergences)} diverged: "
+                                                 f"{o.divergences[0]}"]))
         table.add_row(o.experiment, o.run_id, f"[{style}]{o.status}[/]", f"{o.seconds:.1f}", note)
     return table
 
@@ -137,10 +261,22 @@ def _run_checks(pattern: str | None) -> list[dict[str, Any]]:
         raise ConfigError("verify: deeplinear.theory is not installed in this tree yet")
     names = list(getattr(theory, "CHECKS", {}))
     total = sum(pattern is None or pattern in n for n in names) or None  # -k is a substring
+    started = [0.0]
+
+    def on_start(name: str) -> None:
+        started[0] = time.perf_counter()
+        log_line(f"check {name}: start")
+
     with rich_progress() as progress:
         bar = progress.task("theory checks", total)
+
+        def on_result(r: Any) -> None:
+            bar.advance()
+            log_line(f"check {r.name}: {'PASS' if r.passed else 'FAIL'} "
+                     f"({time.perf_counter() - started[0]:.1f} s)")
+
         try:
-            results = theory.run_checks(pattern, on_result=lambda _r: bar.advance())
+            results = theory.run_checks(pattern, on_result=on_result, on_start=on_start)
         except ValueError as err:
             raise ConfigError(f"-k {pattern!r}: {err}") from None
     return [r.as_dict() for r in results]
@@ -191,12 +327,24 @@ def run_cmd(
         typer.echo(dump_toml(cfg), nl=False)
         return
     run_dir = out or Path("runs") / f"{exp.name}-{spec.run_id}"
+    check_output(run_dir, create=False, run=True)  # refuse a file, device, link or foreign folder first
     with rich_progress() as progress:
-        try:
-            outcome = execute_run(exp, cfg, run_dir, progress=progress, replace=True)
-        except ValueError as err:  # --out names a folder that is not a run folder
-            raise ConfigError(str(err)) from None
+        log_line(f"{exp.name}: start")
+        outcome = execute_run(exp, cfg, run_dir, progress=progress, replace=True)
+        _log_outcome(outcome)
     _finish_run(outcome)
+
+
+def _log_outcome(outcome: RunOutcome) -> None:
+    where = f" run {outcome.run_id}" if outcome.run_id != "-" else ""
+    log_line(f"{outcome.experiment}{where}: {outcome.status} ({outcome.seconds:.1f} s)")
+
+
+def _divergence_lines(outcome: RunOutcome, limit: int = 10) -> list[str]:
+    lines = [f"  {d}" for d in outcome.divergences[:limit]]
+    if len(outcome.divergences) > limit:
+        lines.append(f"  ... and {len(outcome.divergences) - limit} more (see status.json)")
+    return lines
 
 
 def _finish_run(outcome: RunOutcome) -> None:
@@ -209,11 +357,15 @@ def _finish_run(outcome: RunOutcome) -> None:
     out_console.print(_summary_table(f"{outcome.experiment} ({outcome.status})", summary))
     typer.echo(f"run folder: {path}  ({outcome.seconds:.1f} s)")
     if outcome.status != "done":
-        typer.echo(f"error: {outcome.experiment} {outcome.status}; see {path}", err=True)
+        what = ("some training runs diverged; the other results are valid"
+                if outcome.status == "partial" else "no valid result (every training run diverged)")
+        typer.echo("\n".join([f"error: {outcome.experiment} {outcome.status}: {what}",
+                              *_divergence_lines(outcome)]), err=True)
         raise typer.Exit(1)
 
 
 @app.command("list")
+@one_line_errors
 def list_cmd() -> None:
     """List the registered experiments with a one-line description."""
     table = Table(title="experiments")
@@ -242,19 +394,22 @@ def sweep_cmd(
     paper: PaperOpt = False,
 ) -> None:
     """Run a grid of overrides x seeds; resumable (re-run the same command to finish it)."""
+    _check_sweep_options(scheduler, workers)
     g = load_grid(grid)
     preset = _preset(quick, paper)
     specs = expand(g, preset=None if preset == "default" else preset, sets=set_ or [])
     out_dir = out or Path("runs") / f"sweep-{grid.stem}"
     with rich_progress() as progress:
         result = _run_sweep(specs, out_dir, scheduler=scheduler, workers=workers,
-                            progress=progress)
+                            progress=progress, on_outcome=_log_outcome,
+                            on_submit=lambda s: log_line(f"{s.experiment} run {s.run_id}: queued"))
     if result.outcomes:
         out_console.print(_outcomes_table(result.outcomes))
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items() if v)
     typer.echo(f"sweep {out_dir}: {len(specs)} runs ({counts}); "
                f"{result.skipped} were already finished")
-    if result.counts.get("failed"):
+    if any(result.counts.get(k) for k in ("failed", "partial", "diverged")):
+        typer.echo("error: some runs are not done (see the status column above)", err=True)
         raise typer.Exit(1)
 
 
@@ -263,12 +418,22 @@ def sweep_cmd(
 def report_cmd(
     directory: Annotated[Path, typer.Argument(help="Runs folder (reproduce or sweep output).")],
 ) -> None:
-    """Write DIR/report.html (self-contained) and DIR/report.md."""
+    """Write DIR/report.html (self-contained) and DIR/report.md.
+
+    Damaged run folders are left out, listed in the report and on stderr, and give exit status 1.
+    """
     try:
-        html_path, md_path = write_report(directory)
+        result = write_report(directory)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    typer.echo(f"wrote {html_path} and {md_path}")
+    for damaged in result.damaged:
+        typer.echo(f"damaged: {damaged.line(directory)}", err=True)
+    typer.echo(f"wrote {result.html} and {result.md}")
+    if result.damaged:
+        typer.echo(f"error: {len(result.damaged)} damaged run folder(s) or file(s) left out of "
+                   "the report (listed above and under 'Damaged runs'); re-run or remove them",
+                   err=True)
+        raise typer.Exit(1)
 
 
 @app.command("verify")
@@ -315,14 +480,17 @@ def reproduce_cmd(
         get_experiment(name)  # unknown --only names fail before any work
     if not names:
         raise ConfigError("reproduce: no experiment is registered")
-    out.mkdir(parents=True, exist_ok=True)
+    check_output(out)
+    claim(out, "reproduce")
     clean_partials(out)
     outcomes: list[RunOutcome] = []
     with rich_progress() as progress:
         outer = progress.outer("experiments", len(names))
         for name in names:
             progress.describe(outer, f"experiments: {name}")
+            log_line(f"{name}: start")
             outcomes.append(_reproduce_one(registry[name], preset, out / name, progress))
+            _log_outcome(outcomes[-1])
             progress.advance_outer(outer)
     checks = None
     if verify:
@@ -340,7 +508,11 @@ def reproduce_cmd(
     typer.echo(f"report: {html_path} and {md_path}")
     bad = [o for o in outcomes if o.status != "done"]
     if bad or n_fail:
-        typer.echo(f"error: {len(bad)} experiment(s) not done, {n_fail} check(s) failed", err=True)
+        lines = [f"error: {len(bad)} experiment(s) not done, {n_fail} check(s) failed"]
+        for o in bad:
+            lines.append(f"  {o.experiment}: {o.status}" + (f" ({o.error})" if o.error else ""))
+            lines += _divergence_lines(o, limit=3)
+        typer.echo("\n".join(lines), err=True)
         raise typer.Exit(1)
 
 
@@ -355,8 +527,20 @@ def _reproduce_one(exp: Experiment, preset: str, run_dir: Path,
         return RunOutcome("-", exp.name, "failed", 0.0, str(run_dir), " ".join(str(err).split()))
 
 
-def main() -> None:  # pragma: no cover - console entry for `python -m deeplinear.cli`
-    app()
+def main(argv: list[str] | None = None) -> int:
+    """The ``deeplinear`` console entry point: runs :data:`app` and returns its exit status.
+
+    Bad input of any kind (usage errors included, see :class:`OneLineErrorsGroup`) ends with one
+    ``error: ...`` line on stderr and status 2."""
+    try:
+        app(args=argv)
+    except SystemExit as exc:
+        code = exc.code
+        if code is None or isinstance(code, int):
+            return code or 0
+        typer.echo(error_line(str(code)), err=True)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,9 @@ path and what is wrong.
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,7 +203,7 @@ def load_gas_sensor(
         standardized: center and scale features and target (recommended: raw features reach
             ~6e4, and ℓ_4 gradient descent needs ``lr < 2 / y_max^2``, §4 pitfall 11).
     """
-    if gas not in _GAS_NAMES:
+    if isinstance(gas, bool) or gas not in _GAS_NAMES:
         raise ValueError(f"gas must be one of {sorted(_GAS_NAMES)} (1 = ethanol), got {gas!r}")
     parts = [read_gas_sensor_file(f) for f in _gas_files(path)]
     g = np.concatenate([q[0] for q in parts])
@@ -251,39 +253,62 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dt
                0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+MAX_IDX_BYTES = 2**30
+"""Largest IDX payload read (1 GiB; the MNIST training images are 47 MB)."""
+
+
+def _read_exactly(fh, n: int, where: str) -> bytes:  # noqa: ANN001 - a binary file object
+    try:
+        data = fh.read(n)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"IDX file {where}: corrupt gzip stream ({err})") from None
+    return data
+
+
+def read_idx(path: str | os.PathLike[str], *, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """Read an IDX file (the MNIST format), plain or gzip-compressed.
 
     Header: two zero bytes, a type code (0x08 = uint8, ...), the number of dimensions, then one
     big-endian uint32 per dimension, followed by the data in C order.
+
+    The file is streamed: the header gives the data size, which must be at most ``max_bytes``
+    (default 1 GiB) and match what the file holds exactly (a gzip file is never decompressed
+    beyond what its header announces plus one byte).
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"IDX file {str(p)!r} does not exist")
-    raw = p.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise ValueError(f"IDX file {str(p)!r}: corrupt gzip stream ({err})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+    where = repr(str(p))
+    with p.open("rb") as raw_fh:
+        compressed = raw_fh.read(2) == b"\x1f\x8b"
+        raw_fh.seek(0)
+        fh = gzip.GzipFile(fileobj=raw_fh, mode="rb") if compressed else raw_fh
+        head = _read_exactly(fh, 4, where)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+            raise ValueError(
+                f"IDX file {where}: bad magic number {head[:4].hex()!r} "
+                "(expected 0000TTNN with type TT in 08,09,0b,0c,0d,0e)"
+            )
+        dtype = np.dtype(_IDX_DTYPES[head[2]])
+        ndim = head[3]
+        dims_raw = _read_exactly(fh, 4 * ndim, where)
+        if ndim == 0 or len(dims_raw) < 4 * ndim:
+            raise ValueError(f"IDX file {where}: truncated header ({ndim} dimensions)")
+        shape = tuple(int(v) for v in np.frombuffer(dims_raw, dtype=">u4"))
+        expected = math.prod(shape) * dtype.itemsize
+        if expected > max_bytes:
+            raise ValueError(
+                f"IDX file {where}: header says shape {shape} ({expected} data bytes), more than "
+                f"the {max_bytes} bytes allowed; is this an IDX file?"
+            )
+        payload = _read_exactly(fh, expected + 1, where)
+    if len(payload) != expected:
+        held = f"{len(payload)}" if len(payload) <= expected else f"more than {expected}"
         raise ValueError(
-            f"IDX file {str(p)!r}: bad magic number {raw[:4].hex()!r} "
-            "(expected 0000TTNN with type TT in 08,09,0b,0c,0d,0e)"
+            f"IDX file {where}: header says shape {shape} ({expected} data bytes) "
+            f"but the file holds {held} data bytes"
         )
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise ValueError(f"IDX file {str(p)!r}: truncated header ({ndim} dimensions)")
-    shape = tuple(int(v) for v in np.frombuffer(raw[4:header], dtype=">u4"))
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise ValueError(
-            f"IDX file {str(p)!r}: header says shape {shape} ({expected} data bytes) "
-            f"but the file holds {len(raw) - header} data bytes"
-        )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return np.frombuffer(payload, dtype=dtype).reshape(shape)
 
 
 _MNIST_FILES = {

@@ -9,22 +9,50 @@ with ``jax.vmap``.
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Factors = tuple[jax.Array, ...]
 
 
 def _check_dims(dims: Sequence[int]) -> tuple[int, ...]:
-    dims = tuple(int(d) for d in dims)
+    try:
+        items = tuple(dims)
+    except TypeError:
+        raise ValueError(f"dims must be a sequence of positive integers, got {dims!r}") from None
+    out = []
+    for d in items:
+        if isinstance(d, bool | np.bool_):
+            raise ValueError(f"dims must be positive integers, got {items!r} (a boolean)")
+        try:
+            out.append(operator.index(d))  # ints and numpy ints; 2.5, "2" and True are errors
+        except TypeError:
+            raise ValueError(f"dims must be positive integers, got {items!r}") from None
+    dims = tuple(out)
     if len(dims) < 2:
         raise ValueError(f"dims must list at least (d_0, d_1), got {dims!r}")
     if any(d < 1 for d in dims):
         raise ValueError(f"dims must be positive integers, got {dims!r}")
     return dims
+
+
+def _check_scale(scale: float, name: str = "scale") -> float:
+    """``scale`` as a finite float > 0 (an init of scale 0, < 0, inf or nan is meaningless)."""
+    if isinstance(scale, bool | np.bool_ | str | bytes):
+        raise ValueError(f"{name} must be a finite number > 0, got {scale!r}")
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number > 0, got {scale!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {scale!r}")
+    return value
 
 
 def _check_no_bottleneck(dims: tuple[int, ...]) -> None:
@@ -143,8 +171,7 @@ def gaussian_init(
     ``||W_{1:N}||_F ≈ scale * sqrt(d_N)`` (roosephu's default, §E3).
     """
     dims = _check_dims(dims)
-    if not scale > 0:
-        raise ValueError(f"scale must be > 0, got {scale!r}")
+    scale = _check_scale(scale)
     if per not in ("layer", "product"):
         raise ValueError(f"per must be 'layer' or 'product', got {per!r}")
     n = len(dims) - 1
@@ -160,7 +187,7 @@ def identity_init(dims: Sequence[int], scale: float) -> Factors:
     """``W_j = scale^{1/N} I`` (zero-padded if rectangular): balanced, product ``scale I`` (§2.5)."""
     dims = _check_dims(dims)
     n = len(dims) - 1
-    s = float(scale) ** (1.0 / n)
+    s = _check_scale(scale) ** (1.0 / n)
     return tuple(s * jnp.eye(dims[j + 1], dims[j], dtype=jnp.float64) for j in range(n))
 
 
@@ -172,7 +199,7 @@ def orthogonal_init(key: jax.Array, dims: Sequence[int], scale: float) -> Factor
     """
     dims = _check_dims(dims)
     n = len(dims) - 1
-    s = float(scale) ** (1.0 / n)
+    s = _check_scale(scale) ** (1.0 / n)
     A = jax.random.normal(key, (dims[-1], dims[0]), dtype=jnp.float64)
     U, _, Vt = jnp.linalg.svd(A, full_matrices=False)
     return balanced_from_matrix(s**n * (U @ Vt), dims)
@@ -208,8 +235,7 @@ def balanced_init(key: jax.Array, dims: Sequence[int], scale: float) -> Factors:
     """Balanced initialization (§2.5): sample ``A`` with i.i.d. ``N(0, scale^2)`` entries, then
     :func:`balanced_from_matrix`. Imbalance is exactly zero up to rounding."""
     dims = _check_dims(dims)
-    if not scale > 0:
-        raise ValueError(f"scale must be > 0, got {scale!r}")
+    scale = _check_scale(scale)
     A = scale * jax.random.normal(key, (dims[-1], dims[0]), dtype=jnp.float64)
     return balanced_from_matrix(A, dims)
 
@@ -228,8 +254,10 @@ def with_det_sign(
     first row of ``W_N`` (which flips the sign of det and keeps balancedness, since
     ``W_N^T W_N`` is unchanged). The end-to-end matrix must be square.
     """
-    if sign not in (1, -1):
+    if isinstance(sign, bool | np.bool_) or sign not in (1, -1):
         raise ValueError(f"sign must be +1 or -1, got {sign!r}")
+    if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
+        raise ValueError(f"max_tries must be an integer >= 1, got {max_tries!r}")
     if method not in ("resample", "flip"):
         raise ValueError(f"method must be 'resample' or 'flip', got {method!r}")
     for _ in range(max_tries):

@@ -30,7 +30,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from deeplinear.network import balanced_from_matrix
+from deeplinear.network import balanced_from_matrix, end_to_end
 
 __all__ = [
     "FactorizedConv",
@@ -55,11 +55,8 @@ class FactorizedLinear(eqx.Module):
     out_features: int | Literal["scalar"] = eqx.field(static=True)
 
     def end_to_end(self) -> jax.Array:
-        """``W_{1:N}``, shape ``(out, in)``."""
-        W = self.factors[0]
-        for Wj in self.factors[1:]:
-            W = Wj @ W
-        return W
+        """``W_{1:N}``, shape ``(out, in)`` (:func:`deeplinear.network.end_to_end`)."""
+        return end_to_end(tuple(self.factors))
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         if self.in_features == "scalar":
@@ -87,10 +84,7 @@ class FactorizedConv(eqx.Module):
 
     def end_to_end(self) -> jax.Array:
         """The end-to-end kernel, shape ``(out, in, *kernel_size)`` (groups folded into ``in``)."""
-        W = self.factors[0]
-        for Wj in self.factors[1:]:
-            W = Wj @ W
-        return W.reshape(self.kernel_shape)
+        return end_to_end(tuple(self.factors)).reshape(self.kernel_shape)
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         conv = eqx.tree_at(lambda c: c.weight, self.conv, self.end_to_end())

@@ -13,6 +13,8 @@ Loss scalings differ between the papers (§4 pitfall 9); ``reduction`` names the
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Callable
 from typing import Literal
 
@@ -25,10 +27,34 @@ Reduction = Literal["mean", "half_mean", "half_sum"]
 _REDUCTIONS = ("mean", "half_mean", "half_sum")
 
 
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    """``value`` as an int in ``[low, high]``; booleans and non-integral numbers are errors."""
+    if isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    try:
+        number = operator.index(value)  # int, numpy or 0-d JAX integers; not 2.0, not "2"
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if number < low or (high is not None and number > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {number}")
+    return number
+
+
+def _check_finite(name: str, array: np.ndarray | jax.Array) -> None:
+    """Refuse inf/nan in concrete data (traced arrays inside ``jit`` are not checked)."""
+    if isinstance(array, jax.core.Tracer):
+        return
+    if not bool(np.all(np.isfinite(np.asarray(array)))):
+        raise ValueError(f"{name} must be finite (no inf or nan)")
+
+
 def _coefficients(reduction: str, m: int) -> tuple[float, float]:
     """(loss coefficient c, gradient coefficient 2c) for ``c * Σ r_i^2``."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if m < 1:
+        raise ValueError(f"the loss needs at least one observation, got {m}")
     c = {"mean": 1.0 / m, "half_mean": 0.5 / m, "half_sum": 0.5}[reduction]
     return c, 2.0 * c
 
@@ -88,7 +114,11 @@ class LpRegression(Problem):
         Y = y[:, None] if y.ndim == 1 else y
         if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
             raise ValueError(f"y must have {X.shape[0]} rows like X, got shape {y.shape}")
-        if isinstance(p, bool) or int(p) != p or p < 2 or p % 2:
+        if X.shape[0] < 1:
+            raise ValueError("X and y must hold at least one example, got 0")
+        _check_finite("X", X)
+        _check_finite("y", Y)
+        if _check_int("p", p, 2) % 2:
             raise ValueError(f"p must be an even integer >= 2, got {p!r}")
         self.X, self.Y, self.p = X, Y, int(p)
 
@@ -119,6 +149,10 @@ class MatrixSensing(Problem):
         y = jnp.asarray(y, dtype=jnp.float64)
         if A.ndim != 3 or y.shape != (A.shape[0],):
             raise ValueError(f"A must be (m, d_N, d_0) and y (m,), got {A.shape} and {y.shape}")
+        if A.shape[0] < 1:
+            raise ValueError("MatrixSensing needs at least one measurement (A and y are empty)")
+        _check_finite("A", A)
+        _check_finite("y", y)
         _coefficients(reduction, A.shape[0])
         self.A, self.y, self.reduction = A, y, reduction
 
@@ -153,13 +187,21 @@ class MatrixCompletion(Problem):
                 f"rows, cols and values must be 1-D of equal length, got {rows.shape}, "
                 f"{cols.shape}, {values.shape}"
             )
-        if len(shape) != 2 or min(shape) < 1:
+        if rows.size == 0:
+            raise ValueError("MatrixCompletion needs at least one observation "
+                             "(rows, cols and values are empty)")
+        if len(shape) != 2:
             raise ValueError(f"shape must be (d_N, d_0) with positive sizes, got {shape!r}")
+        shape = (_check_int("shape[0]", shape[0], 1), _check_int("shape[1]", shape[1], 1))
+        if not (np.issubdtype(rows.dtype, np.integer) and np.issubdtype(cols.dtype, np.integer)):
+            raise ValueError(f"rows and cols must be integer indices, got {rows.dtype} and "
+                             f"{cols.dtype}")
+        _check_finite("values", values)
         if rows.size and (rows.min() < 0 or rows.max() >= shape[0]):
             raise ValueError(f"rows must lie in [0, {shape[0]}), got range [{rows.min()}, {rows.max()}]")
         if cols.size and (cols.min() < 0 or cols.max() >= shape[1]):
             raise ValueError(f"cols must lie in [0, {shape[1]}), got range [{cols.min()}, {cols.max()}]")
-        _coefficients(reduction, max(rows.size, 1))
+        _coefficients(reduction, rows.size)
         self.rows = jnp.asarray(rows, dtype=jnp.int32)
         self.cols = jnp.asarray(cols, dtype=jnp.int32)
         self.values = jnp.asarray(values)
@@ -210,7 +252,10 @@ def low_rank_ground_truth(
     The default ``fro_norm = sqrt(d_N d_0)`` (``= n`` for ``n x n``, §E3) makes the RMS entry 1, so
     the reconstruction error (mean over entries of (W - W*)^2) equals ``||W - W*||_F^2 / ||W*||_F^2``.
     """
-    d, dp = int(shape[0]), int(shape[1])
+    d, dp = _check_int("shape[0]", shape[0], 1), _check_int("shape[1]", shape[1], 1)
+    _check_int("rank", rank, 1, min(d, dp))
+    if fro_norm is not None and not (math.isfinite(fro_norm) and fro_norm > 0):
+        raise ValueError(f"fro_norm must be a finite number > 0, got {fro_norm!r}")
     if not 1 <= rank <= min(d, dp):
         raise ValueError(f"rank must be in [1, {min(d, dp)}] for shape {shape}, got {rank}")
     ku, kv = jax.random.split(key)
@@ -226,6 +271,7 @@ def sample_completion(
 ) -> MatrixCompletion:
     """Observe ``m`` entries of ``W_star`` drawn uniformly without replacement (§E3)."""
     d, dp = W_star.shape
+    _check_int("m (observations)", m, 1, d * dp)
     if not 1 <= m <= d * dp:
         raise ValueError(f"m (observations) must be in [1, {d * dp}] for a {d}x{dp} matrix, got {m}")
     idx = np.asarray(jax.random.choice(key, d * dp, (m,), replace=False))
@@ -237,8 +283,7 @@ def sample_sensing(
     key: jax.Array, W_star: jax.Array, m: int, reduction: Reduction = "mean"
 ) -> MatrixSensing:
     """Gaussian sensing: ``A_i`` i.i.d. ``N(0, 1/(d_N d_0))`` entries, ``y_i = <A_i, W*>`` (§E3)."""
-    if m < 1:
-        raise ValueError(f"m (measurements) must be >= 1, got {m}")
+    _check_int("m (measurements)", m, 1)
     d, dp = W_star.shape
     A = jax.random.normal(key, (m, d, dp), dtype=jnp.float64) / np.sqrt(d * dp)
     return MatrixSensing(A, jnp.einsum("mij,ij->m", A, W_star), reduction)
@@ -252,8 +297,7 @@ def completion_2x2() -> MatrixCompletion:
 def completion_dxd(d: int) -> MatrixCompletion:
     """The ``d x d`` generalization of §2.13: target ``M[0,1] = M[1,0] = 1``, ``M[i,i] = 1`` for
     ``i >= 2``, zero elsewhere; every entry observed except ``(0, 0)``."""
-    if d < 2:
-        raise ValueError(f"d must be >= 2, got {d}")
+    _check_int("d", d, 2)
     M = np.zeros((d, d))
     M[0, 1] = M[1, 0] = 1.0
     M[np.arange(2, d), np.arange(2, d)] = 1.0

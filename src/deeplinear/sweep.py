@@ -25,19 +25,26 @@ from pathlib import Path
 from typing import Any
 
 from deeplinear.config import (
+    MAX_SEED,
     ConfigError,
     build_config,
     config_dict,
     load_toml,
     merge,
+    one_line,
     parse_override,
     run_id,
+    short,
+    short_key,
+    short_path,
     validate,
 )
 from deeplinear.experiments.base import REGISTRY, Experiment, NullProgress, Progress
 from deeplinear.store import (
     RunOutcome,
     SweepIndex,
+    check_output,
+    claim,
     clean_partials,
     execute_run,
     is_finished,
@@ -48,23 +55,45 @@ PLUGIN_ENV = "DEEPLINEAR_EXPERIMENTS"
 DASK_CONNECT_TIMEOUT = "20s"
 
 
+def _import_plugin(module: str, where: str) -> None:
+    """Import an experiment module; any failure is one :class:`ConfigError` line naming it."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        missing = short(err.name or module)
+        raise ConfigError(
+            f"{where}: cannot import {short(module)} (no module named {missing}); "
+            "fix the module name or its PYTHONPATH"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - a plugin may fail in any way
+        raise ConfigError(
+            f"{where}: importing {short(module)} failed: {type(err).__name__}: "
+            f"{one_line(str(err), 120)}; fix or remove that module"
+        ) from None
+
+
 def load_experiments() -> dict[str, Experiment]:
     """Import the registered experiments (and any modules named in ``$DEEPLINEAR_EXPERIMENTS``,
-    comma separated, e.g. your own experiments) and return the registry."""
+    comma separated, e.g. your own experiments) and return the registry.
+
+    A module that cannot be imported is a :class:`ConfigError` naming it."""
     importlib.import_module("deeplinear.experiments")
     for name in filter(None, (m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(","))):
-        importlib.import_module(name)
+        _import_plugin(name, PLUGIN_ENV)
     return REGISTRY
 
 
 def get_experiment(name: str, module: str | None = None) -> Experiment:
     """Look ``name`` up in the registry (importing ``module`` first if it is not there)."""
     registry = load_experiments()
+    if not isinstance(name, str):
+        raise ConfigError(f"experiment: must be a name (a string), got {short(name)}")
     if name not in registry and module:
-        importlib.import_module(module)
+        _import_plugin(module, f"experiment {short(name)}")
     if name not in registry:
-        known = ", ".join(sorted(registry)) or "none"
-        raise ConfigError(f"experiment {name!r} is not registered (known: {known})")
+        known = one_line(", ".join(sorted(registry)) or "none", 150)
+        raise ConfigError(f"experiment {short(name)} is not registered (known: {known}); "
+                          "see `deeplinear list`")
     return registry[name]
 
 
@@ -74,7 +103,7 @@ def preset_of(experiment: Experiment, preset: str) -> dict[str, Any]:
         return {}
     if preset in ("quick", "paper"):
         return dict(getattr(experiment, preset))
-    raise ConfigError(f"preset: must be 'default', 'quick' or 'paper', got {preset!r}")
+    raise ConfigError(f"preset: must be 'default', 'quick' or 'paper', got {short(preset)}")
 
 
 @dataclass(frozen=True)
@@ -103,34 +132,69 @@ class Grid:
 
 
 GRID_KEYS = {"experiment", "preset", "configs", "set", "grid", "seeds"}
+MAX_RUNS = 100_000
+"""Most runs one grid may expand to (the product of the grid's list lengths times the seeds)."""
 
 
 def load_grid(path: str | Path) -> Grid:
-    """Read a grid TOML file; config paths are relative to the grid file's folder."""
+    """Read a grid TOML file; config paths are relative to the grid file's folder.
+
+    Every key's type is checked here, so a malformed grid is one :class:`ConfigError` line naming
+    the file and the key."""
     path = Path(path)
-    data = load_toml(path)
+    data = load_toml(path, what="grid file")
+    where = f"grid file {short_path(path)}"
     unknown = sorted(set(data) - GRID_KEYS)
     if unknown:
-        raise ConfigError(f"{path}: {unknown[0]}: unknown key (allowed: {sorted(GRID_KEYS)})")
-    if not isinstance(data.get("experiment"), str):
-        raise ConfigError(f"{path}: experiment: required, the name of a registered experiment")
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        raise ConfigError(f"{where}: {short_key(unknown[0])}{more}: unknown key "
+                          f"(allowed: {', '.join(sorted(GRID_KEYS))})")
+    experiment = data.get("experiment")
+    if not isinstance(experiment, str) or not experiment:
+        raise ConfigError(f"{where}: experiment: required, the name of a registered experiment "
+                          f"(a string), got {short(experiment)}")
+    preset = data.get("preset", "default")
+    if preset not in ("default", "quick", "paper"):
+        raise ConfigError(f"{where}: preset: must be 'default', 'quick' or 'paper', "
+                          f"got {short(preset)}")
+    sets = data.get("set", {})
+    if not isinstance(sets, dict):
+        raise ConfigError(f"{where}: set: must be a table of config keys, e.g. [set] steps = 100; "
+                          f"got {short(sets)}")
     grid = data.get("grid", {})
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{where}: grid: must be a table of lists, e.g. [grid] lr = [0.1, 0.2]; "
+                          f"got {short(grid)}")
+    n_runs = 1
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{path}: grid.{key}: must be a non-empty list of values")
+            raise ConfigError(f"{where}: grid.{short_key(key)}: must be a non-empty list of values, "
+                              f"got {short(values)}")
+        n_runs *= len(values)
+        if n_runs > MAX_RUNS:
+            raise ConfigError(f"{where}: grid: more than {MAX_RUNS} combinations; "
+                              "split it into smaller grids")
     seeds = data.get("seeds")
     if seeds is not None and (
-        not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds
+        not isinstance(seeds, list) or not seeds or len(seeds) > MAX_RUNS
+        or not all(type(s) is int and 0 <= s < MAX_SEED for s in seeds)
     ):
-        raise ConfigError(f"{path}: seeds: must be a non-empty list of integers")
+        raise ConfigError(f"{where}: seeds: must be a non-empty list of integers in [0, 2**32), "
+                          f"e.g. seeds = [0, 1, 2]; got {short(seeds)}")
+    if seeds is not None and n_runs * len(seeds) > MAX_RUNS:
+        raise ConfigError(f"{where}: grid x seeds: more than {MAX_RUNS} runs; "
+                          "split it into smaller grids")
     configs = data.get("configs", [])
     if isinstance(configs, str):
         configs = [configs]
+    if not isinstance(configs, list) or not all(isinstance(c, str) and c for c in configs):
+        raise ConfigError(f"{where}: configs: must be a file name or a list of file names "
+                          f"(relative to the grid file); got {short(configs)}")
     return Grid(
-        experiment=data["experiment"],
-        preset=data.get("preset", "default"),
+        experiment=experiment,
+        preset=preset,
         configs=[(path.parent / c) for c in configs],
-        set=data.get("set", {}),
+        set=sets,
         grid=grid,
         seeds=seeds,
     )
@@ -212,6 +276,7 @@ def run_sweep(
     workers: int | None = None,
     progress: Progress | None = None,
     on_outcome: Callable[[RunOutcome], None] | None = None,
+    on_submit: Callable[[RunSpec], None] | None = None,
 ) -> SweepResult:
     """Run every spec not yet finished in ``out_dir``; safe to kill and re-run at any moment.
 
@@ -223,8 +288,10 @@ def run_sweep(
         workers: local pool size (default: CPU count); ``0`` runs in this process, in order.
         progress: receives one task ``runs`` advanced per finished run.
         on_outcome: called in the driver with each finished run's outcome.
+        on_submit: called in the driver when a run is handed to a worker.
     """
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir)
+    claim(out_dir, "sweep")
     runs_root = out_dir / "runs"
     runs_root.mkdir(parents=True, exist_ok=True)
     clean_partials(runs_root)
@@ -245,6 +312,8 @@ def run_sweep(
 
         def submitted(spec: RunSpec) -> None:
             index.set_status(spec.run_id, "running", submitted=time.time())
+            if on_submit is not None:
+                on_submit(spec)
 
         def crashed(spec: RunSpec, err: BaseException) -> RunOutcome:
             msg = f"{type(err).__name__}: {err}".splitlines()[0]

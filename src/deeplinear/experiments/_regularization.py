@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,18 +11,26 @@ import numpy as np
 
 
 def check_positive(name: str, value: float) -> float:
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+    """``value`` as a finite number > 0 (booleans are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return value
 
 
 def check_depths(name: str, depths: Sequence[int], minimum: int = 1) -> list[int]:
+    """``depths`` sorted, checked: a non-empty list of distinct integers >= ``minimum``.
+
+    (Config models get the per-item range from :data:`deeplinear.config.Depth`; this adds the
+    "no repeats" rule and the ordering.)"""
     depths = list(depths)
-    if not depths or any(int(d) < minimum for d in depths):
+    if not depths or any(isinstance(d, bool) or not isinstance(d, int) or d < minimum
+                         for d in depths):
         raise ValueError(f"{name} must be a non-empty list of depths >= {minimum}, got {depths}")
     if len(set(depths)) != len(depths):
         raise ValueError(f"{name} must not repeat a depth, got {depths}")
-    return sorted(int(d) for d in depths)
+    return sorted(depths)
 
 
 def pyplot():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,6 +51,36 @@ def step_bar(progress: Progress, description: str, steps: int) -> Callable[[int]
     return report
 
 
+class Status(StrEnum):
+    """The outcome of a run, shared by results, run folders (``status.json``) and sweep indexes.
+
+    ``partial``: some training sub-runs diverged, the rest are valid results; ``diverged``: no
+    valid result remains; ``failed``: the experiment raised.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    PARTIAL = "partial"
+    DIVERGED = "diverged"
+    FAILED = "failed"
+
+
+FINISHED = (Status.DONE, Status.PARTIAL, Status.DIVERGED)  # a run folder that holds results
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """A training sub-run that diverged: its label and the step whose loss blew up."""
+
+    run: str
+    step: int | None
+
+    def __str__(self) -> str:
+        at = "" if self.step is None else f" at step {self.step}"
+        return f"{self.run}: diverged{at}"
+
+
 @dataclass
 class Results:
     """What an experiment returns.
@@ -57,14 +88,34 @@ class Results:
     Attributes:
         tables: named metric tables, each a list of rows of scalars (saved as CSV).
         arrays: named arrays (saved into one ``.npz``).
-        summary: headline numbers, compared with ``Experiment.reported`` in the report.
-        notes: free-text remarks (e.g. detected sign flips, divergences).
+        summary: headline numbers, compared with ``Experiment.reported`` in the report. A value
+            that does not exist (a diverged sub-run, a level never reached) is ``None``.
+        notes: free-text remarks (e.g. detected sign flips).
+        divergences: the training sub-runs that diverged (see :meth:`diverged`).
+        subruns: how many training sub-runs the experiment made (0: not counted).
     """
 
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    summary: dict[str, float | int | str] = field(default_factory=dict)
+    summary: dict[str, float | int | str | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    divergences: list[Divergence] = field(default_factory=list)
+    subruns: int = 0
+
+    def diverged(self, run: str, step: int | None) -> None:
+        """Record that the training sub-run ``run`` diverged at ``step`` (its values are then
+        left out: the experiment must not derive quantities from it)."""
+        self.divergences.append(Divergence(run, None if step is None else int(step)))
+
+    @property
+    def status(self) -> Status:
+        """``done`` with no divergence; ``diverged`` when every counted sub-run diverged (or the
+        experiment did not count them); else ``partial``."""
+        if not self.divergences:
+            return Status.DONE
+        if self.subruns and len({d.run for d in self.divergences}) < self.subruns:
+            return Status.PARTIAL
+        return Status.DIVERGED
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,8 @@ compiled program per model (``lax.scan`` over minibatches), run once per seed.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import equinox as eqx
 import jax
@@ -21,9 +20,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from deeplinear import data as datasets
+from deeplinear.config import (
+    ConfigModel,
+    Depth,
+    Finite,
+    NonEmptyList,
+    NonNegativeFloat,
+    PathStr,
+    PositiveFloat,
+    Replicas,
+    Seed,
+    Size,
+    Steps,
+)
+from deeplinear.curves import crossing_step, first_reach
 from deeplinear.experiments.base import Experiment, NullProgress, Progress, Results, register
 from deeplinear.overparam import (
     FactorizedLinear,
@@ -74,94 +87,36 @@ def _max_pool(x: jax.Array) -> jax.Array:
     return x.reshape(c, h // 2, 2, w // 2, 2).max(axis=(2, 4))
 
 
-class Fig1CNNConfig(BaseModel):
-    """Configuration of Figure 1 (right); every field is validated, unknown fields are errors."""
+class Fig1CNNConfig(ConfigModel):
+    """Configuration of Figure 1 (right); every field is validated, unknown fields are errors.
 
-    model_config = ConfigDict(extra="forbid")
+    Ranges come from the shared types of :mod:`deeplinear.config` (finite numbers, strict ints)."""
 
     dataset: Literal["digits", "mnist"] = Field(
         "digits", description="'digits' (scikit-learn's bundled 8x8 digits, offline) or 'mnist'"
     )
-    data_path: str | None = Field(None, description="directory with the MNIST IDX files")
-    steps: int = Field(800, description="SGD iterations (minibatches)")
-    batch_size: int = 64
-    lr: float = Field(0.02, description="learning rate (the MNIST tutorial used 0.01)")
-    momentum: float = Field(0.9, description="heavy-ball momentum (the tutorial's 0.9)")
-    lr_decay: float = Field(1.0, description="learning-rate factor per epoch (tutorial: 0.95)")
-    weight_decay: float = Field(0.0, description="L2 on the dense layers' factors (tutorial 5e-4)")
-    seeds: int = Field(3, description="independent seeds (init and batch order)")
-    depth: int = Field(2, description="factors per dense layer of the overparameterized model")
-    hidden_width: int | None = Field(None, description="inserted width (None = layer output)")
+    data_path: PathStr | None = Field(None, description="directory with the MNIST IDX files")
+    steps: Steps = Field(800, description="SGD iterations (minibatches)")
+    batch_size: Size = 64
+    lr: PositiveFloat = Field(0.02, description="learning rate (the MNIST tutorial used 0.01)")
+    momentum: Annotated[Finite, Field(ge=0, lt=1)] = Field(
+        0.9, description="heavy-ball momentum in [0, 1) (the tutorial's 0.9)")
+    lr_decay: Annotated[Finite, Field(gt=0, le=1)] = Field(
+        1.0, description="learning-rate factor per epoch, in (0, 1] (tutorial: 0.95)")
+    weight_decay: NonNegativeFloat = Field(
+        0.0, description="L2 on the dense layers' factors (tutorial 5e-4)")
+    seeds: Replicas = Field(3, description="independent seeds (init and batch order)")
+    depth: Annotated[Depth, Field(ge=2)] = Field(
+        2, description="factors per dense layer of the overparameterized model (>= 2)")
+    hidden_width: Size | None = Field(None, description="inserted width (None = layer output)")
     overparam_init: Literal["balanced", "identity", "random"] = "balanced"
-    channels: list[int] = Field([8, 16], description="output channels of the two conv layers")
-    kernel_size: int = 3
-    dense_hidden: int = Field(32, description="width of the first dense layer")
-    loss_levels: list[float] = Field([0.5, 0.2, 0.1])
-    smoothing: int = Field(25, description="moving-average window of the plotted batch loss")
-    seed: int = 0
-
-    @field_validator("steps", "batch_size", "seeds", "kernel_size", "dense_hidden", "smoothing")
-    @classmethod
-    def _positive_int(cls, v: int, info: Any) -> int:
-        if v < 1:
-            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
-        return v
-
-    @field_validator("lr")
-    @classmethod
-    def _lr(cls, v: float) -> float:
-        if not (v > 0 and math.isfinite(v)):
-            raise ValueError(f"lr must be > 0, got {v}")
-        return v
-
-    @field_validator("momentum")
-    @classmethod
-    def _momentum(cls, v: float) -> float:
-        if not 0 <= v < 1:
-            raise ValueError(f"momentum must lie in [0, 1), got {v}")
-        return v
-
-    @field_validator("lr_decay")
-    @classmethod
-    def _decay(cls, v: float) -> float:
-        if not 0 < v <= 1:
-            raise ValueError(f"lr_decay must lie in (0, 1], got {v}")
-        return v
-
-    @field_validator("weight_decay")
-    @classmethod
-    def _wd(cls, v: float) -> float:
-        if not v >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {v}")
-        return v
-
-    @field_validator("depth")
-    @classmethod
-    def _depth(cls, v: int) -> int:
-        if v < 2:
-            raise ValueError(f"depth must be >= 2 (factors per dense layer), got {v}")
-        return v
-
-    @field_validator("hidden_width")
-    @classmethod
-    def _hidden(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"hidden_width must be >= 1 or None, got {v}")
-        return v
-
-    @field_validator("channels")
-    @classmethod
-    def _channels(cls, v: list[int]) -> list[int]:
-        if len(v) != 2 or min(v) < 1:
-            raise ValueError(f"channels must be two positive integers, got {v}")
-        return v
-
-    @field_validator("loss_levels")
-    @classmethod
-    def _levels(cls, v: list[float]) -> list[float]:
-        if not v or min(v) <= 0:
-            raise ValueError(f"loss_levels must be positive numbers, got {v}")
-        return v
+    channels: Annotated[list[Size], Field(min_length=2, max_length=2)] = Field(
+        [8, 16], description="output channels of the two conv layers")
+    kernel_size: Size = 3
+    dense_hidden: Size = Field(32, description="width of the first dense layer")
+    loss_levels: NonEmptyList[PositiveFloat] = Field([0.5, 0.2, 0.1])
+    smoothing: Size = Field(25, description="moving-average window of the plotted batch loss")
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _path(self) -> Fig1CNNConfig:
@@ -259,11 +214,6 @@ def _smooth(x: np.ndarray, window: int) -> np.ndarray:
     return (c[..., 1:] - c[..., np.arange(x.shape[-1]) + 1 - n]) / n
 
 
-def _first_below(curve: np.ndarray, level: float) -> float:
-    hit = np.flatnonzero(curve <= level)
-    return float(hit[0]) if hit.size else float("nan")
-
-
 def run(config: Fig1CNNConfig, progress: Progress | None = None) -> Results:
     """Train the original and the overparameterized CNN on the same batches for every seed."""
     progress = progress or NullProgress()
@@ -283,7 +233,7 @@ def run(config: Fig1CNNConfig, progress: Progress | None = None) -> Results:
     ])
     keys = jax.random.split(jax.random.key(config.seed), config.seeds)
     task = progress.task(f"{NAME} ({data.name}, {config.seeds} seeds)", 2)
-    res = Results(notes=[
+    res = Results(subruns=2 * config.seeds, notes=[
         f"data: {data.name}, {m} images {tuple(data.images.shape[1:])}, {data.num_classes} classes",
         f"momentum SGD lr {config.lr} momentum {config.momentum}, batch {config.batch_size}, "
         f"{config.steps} iterations, {config.seeds} seeds (same batches for both models)",
@@ -300,11 +250,9 @@ def run(config: Fig1CNNConfig, progress: Progress | None = None) -> Results:
         task.advance()
         res.arrays[f"{name}_batch_loss"] = losses
         ok = np.all(np.isfinite(losses), axis=1)
-        for s in np.flatnonzero(~ok):
-            res.notes.append(f"{name} seed {s}: diverged at iteration "
-                             f"{int(np.flatnonzero(~np.isfinite(losses[s]))[0])}; excluded")
+        for s in np.flatnonzero(~ok):  # excluded from every mean and level below
+            res.diverged(f"{name} seed {s}", int(np.flatnonzero(~np.isfinite(losses[s]))[0]))
         if not ok.any():
-            res.summary["diverged"] = 1  # no seed of this model trained: not a result
             continue
         curve = _smooth(losses[ok], config.smoothing).mean(axis=0)
         curves[name] = curve
@@ -323,20 +271,17 @@ def run(config: Fig1CNNConfig, progress: Progress | None = None) -> Results:
                "seeds_ok": int(ok.sum()), "initial_loss": float(losses[ok, 0].mean()),
                "final_smoothed_loss": float(curve[-1]), "train_accuracy": float(np.mean(acc))}
         for level in config.loss_levels:
-            row[f"iters_to_{level:g}"] = _first_below(curve, level)
+            row[f"iters_to_{level:g}"] = first_reach(np.arange(curve.size), curve, level,
+                                                     interpolate=False)
         rows.append(row)
         res.summary[f"{name}_initial_loss"] = row["initial_loss"]
         res.summary[f"{name}_final_loss"] = row["final_smoothed_loss"]
         res.summary[f"{name}_train_accuracy"] = row["train_accuracy"]
         for level in config.loss_levels:
-            it = row[f"iters_to_{level:g}"]
-            res.summary[f"{name}_iters_to_{level:g}"] = "never" if math.isnan(it) else it
+            res.summary[f"{name}_iters_to_{level:g}"] = row[f"iters_to_{level:g}"]
     if "original" in curves and "overparameterized" in curves:
         a, b = curves["overparameterized"], curves["original"]
-        below = a < b
-        above = np.flatnonzero(~below)
-        res.summary["crossing_iteration"] = (
-            "never" if not below[-1] else float(0 if above.size == 0 else above[-1] + 1))
+        res.summary["crossing_iteration"] = crossing_step(np.arange(a.size), a, b)
         res.summary["param_increase"] = (
             res.summary["params_overparameterized"] / res.summary["params_original"] - 1.0)
         res.summary["final_loss_ratio"] = float(b[-1] / a[-1])

@@ -17,105 +17,79 @@ one for p = 4.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from deeplinear import data as datasets
-from deeplinear.dynamics import end_to_end_update
+from deeplinear.config import (
+    ConfigModel,
+    Depth,
+    Finite,
+    NonEmptyList,
+    PathStr,
+    PositiveFloat,
+    Seed,
+    Size,
+    Steps,
+)
+from deeplinear.curves import crossing_step, first_reach
 from deeplinear.experiments.base import Experiment, NullProgress, Progress, Results, register
 from deeplinear.network import balanced_init, end_to_end
 from deeplinear.problems import LpRegression
-from deeplinear.train import Schedule, iterate, train_replicas
+from deeplinear.simulate import end_to_end_descent
+from deeplinear.train import Schedule, train_replicas
 
-__all__ = ["Fig1RegressionConfig", "crossing_step", "lp_optimum", "plot", "run", "steps_to_reach"]
+__all__ = ["Fig1RegressionConfig", "lp_optimum", "plot", "run"]
 
 NAME = "fig1-regression"
 
 
-class Fig1RegressionConfig(BaseModel):
-    """Configuration of Figure 1 (left); every field is validated, unknown fields are errors."""
+class Fig1RegressionConfig(ConfigModel):
+    """Configuration of Figure 1 (left); every field is validated, unknown fields are errors.
 
-    model_config = ConfigDict(extra="forbid")
+    Ranges come from the shared types of :mod:`deeplinear.config` (finite numbers, strict ints)."""
 
     dataset: Literal["breast-cancer-area", "diabetes", "gas-sensor"] = Field(
         "breast-cancer-area",
         description="offline scikit-learn data ('breast-cancer-area', 'diabetes') or the UCI gas "
         "sensor data of §E1 ('gas-sensor', needs data_path)",
     )
-    data_path: str | None = Field(None, description="directory or batchK.dat file (gas-sensor)")
-    p_values: list[int] = Field([2, 4], description="exponents p of the ℓ_p loss (even)")
-    depths: list[int] = Field([1, 2, 3], description="network depths N; 1 is the linear model")
-    hidden_width: int = Field(1, description="hidden width of the networks (1 = w_1 ω_2)")
-    steps: int = Field(20_000, description="iterations per run")
-    lr_grid: list[float] = Field(
+    data_path: PathStr | None = Field(None, description="directory or batchK.dat file (gas-sensor)")
+    p_values: NonEmptyList[Annotated[int, Field(strict=True, ge=2, le=32, multiple_of=2)]] = Field(
+        [2, 4], description="exponents p of the ℓ_p loss (even, 2..32)")
+    depths: NonEmptyList[Depth] = Field([1, 2, 3], description="network depths N; 1 is the linear model")
+    hidden_width: Size = Field(1, description="hidden width of the networks (1 = w_1 ω_2)")
+    steps: Annotated[Steps, Field(ge=10)] = Field(20_000, description="iterations per run (>= 10)")
+    lr_grid: NonEmptyList[PositiveFloat] = Field(
         [float(v) for v in np.geomspace(1e-3, 2.0, 12)],
         description="learning rates searched for gradient descent (every depth)",
     )
-    adagrad_lr_grid: list[float] = Field([float(v) for v in np.geomspace(1e-3, 1.0, 7)])
-    adadelta_lr_grid: list[float] = Field([float(v) for v in np.geomspace(1e-1, 100.0, 7)])
+    adagrad_lr_grid: NonEmptyList[PositiveFloat] = Field(
+        [float(v) for v in np.geomspace(1e-3, 1.0, 7)])
+    adadelta_lr_grid: NonEmptyList[PositiveFloat] = Field(
+        [float(v) for v in np.geomspace(1e-1, 100.0, 7)])
     adaptive: bool = Field(True, description="also run AdaGrad and AdaDelta on the linear model")
     end_to_end_rule: bool = Field(True, description="also run the explicit §2.6 update rule")
-    init_scale: float = Field(1e-3, description="std of the near-zero end-to-end init (§2.5)")
-    loss_levels: list[float] = Field(
+    init_scale: Annotated[Finite, Field(gt=0, lt=1)] = Field(
+        1e-3, description="std of the near-zero end-to-end init, in (0, 1) (§2.5, §4 pitfall 2)")
+    loss_levels: NonEmptyList[PositiveFloat] = Field(
         [1e-2, 1e-3, 1e-4], description="excess losses L - L* whose first-hit iteration is reported"
     )
-    record_points: int = Field(120, description="log-spaced record steps per run")
-    seed: int = 0
-
-    @field_validator("p_values")
-    @classmethod
-    def _even_p(cls, v: list[int]) -> list[int]:
-        if not v or any(p < 2 or p % 2 for p in v):
-            raise ValueError(f"p_values must be non-empty even integers >= 2, got {v}")
-        return v
+    record_points: Annotated[Size, Field(ge=10)] = Field(
+        120, description="log-spaced record steps per run (>= 10)")
+    seed: Seed = 0
 
     @field_validator("depths")
     @classmethod
     def _depths(cls, v: list[int]) -> list[int]:
-        if any(d < 1 for d in v) or 1 not in v:
-            raise ValueError(f"depths must be integers >= 1 and include 1 (the linear model), got {v}")
+        if 1 not in v:
+            raise ValueError(f"depths must include 1 (the linear model), got {v}")
         return sorted(set(v))
-
-    @field_validator("lr_grid", "adagrad_lr_grid", "adadelta_lr_grid", "loss_levels")
-    @classmethod
-    def _positive(cls, v: list[float], info: Any) -> list[float]:
-        if not v or any(not (x > 0 and math.isfinite(x)) for x in v):
-            raise ValueError(f"{info.field_name} must be a non-empty list of positive numbers, got {v}")
-        return v
-
-    @field_validator("hidden_width")
-    @classmethod
-    def _width(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"hidden_width must be >= 1, got {v}")
-        return v
-
-    @field_validator("steps")
-    @classmethod
-    def _steps(cls, v: int) -> int:
-        if v < 10:
-            raise ValueError(f"steps must be >= 10, got {v}")
-        return v
-
-    @field_validator("init_scale")
-    @classmethod
-    def _init_scale(cls, v: float) -> float:
-        if not 0 < v < 1:
-            raise ValueError(f"init_scale must lie in (0, 1) (near-zero init, §4 pitfall 2), got {v}")
-        return v
-
-    @field_validator("record_points")
-    @classmethod
-    def _points(cls, v: int) -> int:
-        if v < 10:
-            raise ValueError(f"record_points must be >= 10, got {v}")
-        return v
 
     @model_validator(mode="after")
     def _path(self) -> Fig1RegressionConfig:
@@ -160,31 +134,6 @@ def lp_optimum(X: np.ndarray, y: np.ndarray, p: int, *, iters: int = 200) -> tup
     return f(w), w
 
 
-def steps_to_reach(steps: np.ndarray, values: np.ndarray, level: float) -> float:
-    """First iteration at which ``values`` (recorded at ``steps``) drops to ``level`` or below,
-    interpolated linearly in (step, log value) between records; ``nan`` if never reached."""
-    values = np.asarray(values, dtype=np.float64)
-    hit = np.flatnonzero(values <= level)
-    if hit.size == 0:
-        return float("nan")
-    k = int(hit[0])
-    if k == 0:
-        return float(steps[0])
-    a, b = np.log(max(values[k - 1], 1e-300)), np.log(max(values[k], 1e-300))
-    frac = 1.0 if a == b else (a - np.log(level)) / (a - b)
-    return float(steps[k - 1] + frac * (steps[k] - steps[k - 1]))
-
-
-def crossing_step(steps: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    """First recorded step from which curve ``a`` stays strictly below curve ``b`` to the end
-    (``nan`` if ``a`` is not below ``b`` at the last record; 0 if below throughout)."""
-    below = np.asarray(a) < np.asarray(b)
-    if not below[-1]:
-        return float("nan")
-    above = np.flatnonzero(~below)
-    return float(steps[0]) if above.size == 0 else float(steps[above[-1] + 1])
-
-
 def _select(steps: np.ndarray, excess: np.ndarray, status: np.ndarray, floor: float) -> int | None:
     """Grid search rule "fastest convergence": among non-diverged runs, the one reaching
     ``max(2 × best final excess, floor)`` first (ties: lower final excess)."""
@@ -194,9 +143,10 @@ def _select(steps: np.ndarray, excess: np.ndarray, status: np.ndarray, floor: fl
     target = max(2.0 * float(np.min(excess[ok, -1])), floor)
     best, key = None, None
     for r in np.flatnonzero(ok):
-        k = (steps_to_reach(steps[r], excess[r], target), float(excess[r, -1]))
-        if math.isnan(k[0]):
+        hit = first_reach(steps[r], excess[r], target)
+        if hit is None:
             continue
+        k = (hit, float(excess[r, -1]))
         if key is None or k < key:
             best, key = int(r), k
     return best
@@ -218,17 +168,6 @@ def _grid(factors: tuple[jax.Array, ...], problem: LpRegression, lrs: list[float
                           optimizer=optimizer)
 
 
-def _e2e(W0: jax.Array, problem: LpRegression, lr: float, depth: int, steps: int,
-         schedule: Schedule) -> Any:
-    """The discrete end-to-end rule (§2.6, ACH18 Eq. 10) on ``W`` directly."""
-
-    def update(W: jax.Array) -> tuple[jax.Array, jax.Array]:
-        loss, G = problem.value_and_grad(W)
-        return end_to_end_update(W, G, lr, depth), loss
-
-    return iterate(update, W0, problem, steps=steps, to_matrix=lambda W: W, schedule=schedule)
-
-
 def run(config: Fig1RegressionConfig, progress: Progress | None = None) -> Results:
     """Train every method at every p, pick each learning rate by grid search, and measure
     excess-loss curves, first-hit iterations, speed-ups and crossings (§E1)."""
@@ -242,7 +181,7 @@ def run(config: Fig1RegressionConfig, progress: Progress | None = None) -> Resul
         + config.end_to_end_rule * (len(config.depths) - 1)
     )
     task = progress.task(f"{NAME} ({data.name}, {data.X.shape[0]}x{d0})", n_runs)
-    res = Results(notes=[
+    res = Results(subruns=n_runs, notes=[
         f"data: {data.name}, {data.X.shape[0]} examples x {d0} features, standardized",
         "loss = (1/p) mean (x^T w - y)^p; curves show the excess L - L*, L* by Newton's method",
         f"learning rates: grid search, fastest convergence; {config.steps} iterations per run",
@@ -267,7 +206,7 @@ def run(config: Fig1RegressionConfig, progress: Progress | None = None) -> Resul
                    "status": status, "final_loss": float(loss[-1]),
                    "final_excess": float(excess[-1])}
             for level in config.loss_levels:
-                row[f"iters_to_{level:g}"] = steps_to_reach(steps, excess, level)
+                row[f"iters_to_{level:g}"] = first_reach(steps, excess, level)
             methods_rows.append(row)
             res.summary[f"p{p}_{method}_lr"] = lr
             res.summary[f"p{p}_{method}_final_excess"] = float(excess[-1])
@@ -283,9 +222,9 @@ def run(config: Fig1RegressionConfig, progress: Progress | None = None) -> Resul
             floor = 1e-12 * max(float(excess[0, 0]), 1e-300)
             r = _select(out.steps, excess, out.status, floor)
             task.advance()
-            if r is None:
-                res.notes.append(f"p={p} {method}: every learning rate diverged; no curve")
-                res.summary["diverged"] = 1  # the figure would lack a method: not a result
+            if r is None:  # the figure lacks this method's curve
+                res.diverged(f"p={p} {method}: every learning rate of the grid",
+                             int(np.max(out.diverged_step)))
                 return None
             if r in (0, len(lrs) - 1):
                 res.notes.append(
@@ -300,16 +239,12 @@ def run(config: Fig1RegressionConfig, progress: Progress | None = None) -> Resul
             lr = search(f"gd_depth{depth}", depth, "gd", factors, config.lr_grid)
             if depth > 1 and config.end_to_end_rule:
                 if lr is not None:
-                    out = _e2e(end_to_end(factors), problem, lr, depth, config.steps, schedule)
-                    record(f"e2e_depth{depth}", depth, "end-to-end rule", lr, out.steps,
-                           out.loss, str(out.status))
-                    net = curves[f"gd_depth{depth}"][1] + lstar
-                    e2e = out.loss
-                    n = min(len(net), len(e2e))
-                    gap = float(np.max(np.abs(e2e[:n] - net[:n]) / np.abs(net[:n])))
-                    res.summary[f"p{p}_e2e_depth{depth}_max_rel_gap"] = gap
-                    res.summary[f"p{p}_e2e_depth{depth}_final_excess_ratio"] = float(
-                        (e2e[-1] - lstar) / (net[-1] - lstar))
+                    out = end_to_end_descent(end_to_end(factors), problem, lr=lr, depth=depth,
+                                             steps=config.steps, schedule=schedule)
+                    if out.status == "diverged":
+                        res.diverged(f"p={p} e2e_depth{depth} (lr {lr:.3g})", out.diverged_step)
+                    else:
+                        _compare_e2e(res, p, depth, lr, out, curves, lstar, record)
                 task.advance()
         if config.adaptive:
             lin = (balanced_init(key, (d0, 1), config.init_scale)[0],)
@@ -322,9 +257,17 @@ def run(config: Fig1RegressionConfig, progress: Progress | None = None) -> Resul
     return res
 
 
-def _never(x: float) -> float | str:
-    """Summary values stay JSON-clean: a curve that never gets there is "never", not NaN."""
-    return "never" if math.isnan(x) else x
+def _compare_e2e(res: Results, p: int, depth: int, lr: float, out: Any, curves: dict,
+                 lstar: float, record: Any) -> None:
+    """Record the end-to-end rule's curve and its gap to GD on the depth-``depth`` network."""
+    record(f"e2e_depth{depth}", depth, "end-to-end rule", lr, out.steps, out.loss, str(out.status))
+    net = curves[f"gd_depth{depth}"][1] + lstar
+    e2e = out.loss
+    n = min(len(net), len(e2e))
+    res.summary[f"p{p}_e2e_depth{depth}_max_rel_gap"] = float(
+        np.max(np.abs(e2e[:n] - net[:n]) / np.abs(net[:n])))
+    res.summary[f"p{p}_e2e_depth{depth}_final_excess_ratio"] = float(
+        (e2e[-1] - lstar) / (net[-1] - lstar))
 
 
 def _headline(res: Results, p: int, curves: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -340,15 +283,16 @@ def _headline(res: Results, p: int, curves: dict[str, tuple[np.ndarray, np.ndarr
         s, e = curves[name]
         # lowest excess both reach (never below rounding of L*): compare iterations there
         level = max(float(e1[-1]), float(e[-1]), 1e-12 * float(e1[0])) * 1.0001
-        a, b = steps_to_reach(s1, e1, level), steps_to_reach(s, e, level)
-        res.summary[f"p{p}_speedup_depth{depth}"] = a / max(b, 1.0)
+        a, b = first_reach(s1, e1, level), first_reach(s, e, level)
+        res.summary[f"p{p}_speedup_depth{depth}"] = (
+            None if a is None or b is None else a / max(b, 1.0))
         res.summary[f"p{p}_speedup_depth{depth}_level"] = level
         if len(s) == len(s1):
-            res.summary[f"p{p}_crossing_depth{depth}_vs_gd"] = _never(crossing_step(s, e, e1))
+            res.summary[f"p{p}_crossing_depth{depth}_vs_gd"] = crossing_step(s, e, e1)
         for other in ("adagrad", "adadelta"):
             if other in curves and len(curves[other][0]) == len(s):
-                res.summary[f"p{p}_crossing_depth{depth}_vs_{other}"] = _never(crossing_step(
-                    s, e, curves[other][1]))
+                res.summary[f"p{p}_crossing_depth{depth}_vs_{other}"] = crossing_step(
+                    s, e, curves[other][1])
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,10 +25,23 @@ from typing import Literal
 
 import jax
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from deeplinear.baselines import min_nuclear_norm_completion
-from deeplinear.experiments._regularization import check_depths, check_positive, pyplot, save
+from deeplinear.config import (
+    ConfigModel,
+    Depth,
+    Entries,
+    MatrixSide,
+    NonEmptyList,
+    NonNegativeFloat,
+    PositiveFloat,
+    Replicas,
+    Size,
+    Steps,
+    short,
+)
+from deeplinear.experiments._regularization import check_depths, pyplot, save
 from deeplinear.experiments.base import (
     Experiment,
     NullProgress,
@@ -47,65 +60,40 @@ __all__ = ["Fig2Config", "plot", "run"]
 NAME = "fig2"
 
 
-class Fig2Config(BaseModel):
-    """Configuration of Figure 2; unknown fields are errors."""
+class Fig2Config(ConfigModel):
+    """Configuration of Figure 2; unknown fields are errors.
 
-    model_config = ConfigDict(extra="forbid")
+    Ranges come from the shared types of :mod:`deeplinear.config` (finite numbers, strict ints)."""
 
-    n: int = Field(100, description="matrix size (n x n)")
-    rank: int = Field(5, description="rank of the ground truth")
-    observations: list[int] = Field(
-        [1000, 2000, 4000, 8000], description="numbers m of observed entries"
+    n: MatrixSide = Field(100, description="matrix size (n x n)")
+    rank: Size = Field(5, description="rank of the ground truth (1..n)")
+    observations: NonEmptyList[Entries] = Field(
+        [1000, 2000, 4000, 8000], description="numbers m of observed entries (each 1..n^2)"
     )
-    depths: list[int] = Field([2, 3], description="depths of the matrix factorizations")
-    seeds: int = Field(2, description="seeds (ground truth, observed set and init) per point")
-    init_scale: float = Field(1e-3, description="||W(0)||_F / sqrt(n) (small init, §E3)")
+    depths: NonEmptyList[Depth] = Field([2, 3], description="depths of the matrix factorizations")
+    seeds: Replicas = Field(2, description="seeds (ground truth, observed set and init) per point")
+    init_scale: PositiveFloat = Field(1e-3, description="||W(0)||_F / sqrt(n) (small init, §E3)")
     optimizer: Literal["group_rmsprop", "gd"] = Field("group_rmsprop")
-    lr: float = Field(2e-2, description="learning rate (GroupRMSprop: parameter step length)")
-    max_steps: int = Field(8000, description="iteration cap per run")
-    stop_loss: float = Field(1e-6, description="stop when the train loss is below this (§E3)")
-    nuclear_tol: float = Field(1e-3, description="|X_ij - y| <= tol in the nuclear-norm baseline")
+    lr: PositiveFloat = Field(2e-2, description="learning rate (GroupRMSprop: parameter step length)")
+    max_steps: Steps = Field(8000, description="iteration cap per run")
+    stop_loss: PositiveFloat = Field(1e-6, description="stop when the train loss is below this (§E3)")
+    nuclear_tol: NonNegativeFloat = Field(
+        1e-3, description="|X_ij - y| <= tol in the nuclear-norm baseline (0 = exact constraints)")
     nuclear_solver: Literal["admm", "cvxpy"] = Field("admm")
-
-    @field_validator("n")
-    @classmethod
-    def _n(cls, v: int) -> int:
-        if v < 2:
-            raise ValueError(f"n must be >= 2, got {v}")
-        return v
 
     @field_validator("depths")
     @classmethod
     def _depths(cls, v: list[int]) -> list[int]:
         return check_depths("depths", v)
 
-    @field_validator("seeds", "max_steps")
-    @classmethod
-    def _at_least_one(cls, v: int, info) -> int:
-        if v < 1:
-            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
-        return v
-
-    @field_validator("init_scale", "lr", "stop_loss")
-    @classmethod
-    def _positive(cls, v: float, info) -> float:
-        return check_positive(info.field_name, v)
-
-    @field_validator("nuclear_tol")
-    @classmethod
-    def _tol(cls, v: float) -> float:
-        if v < 0:
-            raise ValueError(f"nuclear_tol must be >= 0 (0 = exact constraints), got {v}")
-        return v
-
     @model_validator(mode="after")
     def _sizes(self) -> Fig2Config:
         if not 1 <= self.rank <= self.n:
             raise ValueError(f"rank must be in [1, n={self.n}], got {self.rank}")
         obs = self.observations
-        if not obs or any(not 1 <= m <= self.n * self.n for m in obs):
+        if any(not 1 <= m <= self.n * self.n for m in obs):
             raise ValueError(
-                f"observations must be a non-empty list of counts in [1, n^2={self.n**2}], got {obs}"
+                f"observations must be counts in [1, n^2={self.n**2}], got {short(obs)}"
             )
         self.observations = sorted(set(obs))
         return self
@@ -128,6 +116,7 @@ def run(config: Fig2Config, progress: Progress | None = None) -> Results:
     gt_nuc = np.zeros(config.seeds)
     rows: list[dict] = []
     notes: list[str] = []
+    res_all = Results(subruns=config.seeds * len(config.observations) * len(config.depths))
 
     for s in range(config.seeds):
         k_gt, k_obs, k_init = jax.random.split(jax.random.PRNGKey(s), 3)
@@ -150,7 +139,7 @@ def run(config: Fig2Config, progress: Progress | None = None) -> Results:
             erank[0, i, s] = float(effective_rank(X))
             rows.append(dict(method="nuclear", depth=0, m=m, seed=s, recon_error=err[0, i, s],
                              nuclear_norm=nuc[0, i, s], effective_rank=erank[0, i, s],
-                             train_loss=float("nan"), steps=sol.iterations, status=sol.status))
+                             train_loss=None, steps=sol.iterations, status=sol.status))
             task.advance()
             for j, depth in enumerate(config.depths, start=1):
                 factors = gaussian_init(jax.random.fold_in(k_init, depth), (config.n,) * (depth + 1),
@@ -167,10 +156,10 @@ def run(config: Fig2Config, progress: Progress | None = None) -> Results:
                            effective_rank=float(res.metrics["effective_rank"][-1]),
                            train_loss=float(res.loss[-1]), steps=int(res.stop_step),
                            status=str(res.status))
-                if res.status == "diverged":
-                    notes.append(f"depth {depth}, m={m}, seed {s}: diverged at step "
-                                 f"{res.diverged_step}; excluded (lower lr)")
-                    row.update(recon_error=float("nan"), nuclear_norm=float("nan"))
+                if res.status == "diverged":  # no value of a diverged run is a result
+                    res_all.diverged(f"depth {depth}, m={m}, seed {s}", res.diverged_step)
+                    row.update(recon_error=None, nuclear_norm=None, effective_rank=None,
+                               train_loss=None)
                 else:
                     err[j, i, s] = row["recon_error"]
                     nuc[j, i, s] = row["nuclear_norm"]
@@ -195,31 +184,33 @@ def run(config: Fig2Config, progress: Progress | None = None) -> Results:
             summary[f"nuclear_norm_{method}_m{m}"] = _nanmean(v)
     summary["ground_truth_nuclear_norm"] = float(np.mean(gt_nuc))
     summary["optimizer"] = config.optimizer
-    return Results(
-        tables={"runs": rows, "summary": summary_rows},
-        arrays={
-            "observations": np.asarray(config.observations),
-            "methods": np.asarray(methods),
-            "recon_error": err,
-            "nuclear_norm": nuc,
-            "effective_rank": erank,
-            "ground_truth_nuclear_norm": gt_nuc,
-        },
-        summary=summary,
-        notes=notes,
-    )
+    if res_all.divergences:
+        notes.append(f"{len(res_all.divergences)} factorization run(s) diverged and are excluded "
+                     "from the means (lower lr)")
+    res_all.tables = {"runs": rows, "summary": summary_rows}
+    res_all.summary, res_all.notes = summary, notes
+    res_all.arrays = {
+        "observations": np.asarray(config.observations),
+        "methods": np.asarray(methods),
+        "recon_error": err,
+        "nuclear_norm": nuc,
+        "effective_rank": erank,
+        "ground_truth_nuclear_norm": gt_nuc,
+    }
+    return res_all
 
 
-def _nanmean(x: np.ndarray) -> float:
-    return float(np.nanmean(x)) if np.any(np.isfinite(x)) else float("nan")
+def _nanmean(x: np.ndarray) -> float | None:
+    """Mean over the valid (finite) entries; ``None`` when there is none (no result)."""
+    return float(np.nanmean(x)) if np.any(np.isfinite(x)) else None
 
 
-def _nanmin(x: np.ndarray) -> float:
-    return float(np.nanmin(x)) if np.any(np.isfinite(x)) else float("nan")
+def _nanmin(x: np.ndarray) -> float | None:
+    return float(np.nanmin(x)) if np.any(np.isfinite(x)) else None
 
 
-def _nanmax(x: np.ndarray) -> float:
-    return float(np.nanmax(x)) if np.any(np.isfinite(x)) else float("nan")
+def _nanmax(x: np.ndarray) -> float | None:
+    return float(np.nanmax(x)) if np.any(np.isfinite(x)) else None
 
 
 _LABELS = {"nuclear": "minimum nuclear norm"}

@@ -15,13 +15,25 @@ defaults are the calibration run's stable rates (§E3: 200/20/5 on ½·mean).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import jax
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from deeplinear.experiments._regularization import check_depths, check_positive, fmt, pyplot, save
+from deeplinear.config import (
+    ConfigModel,
+    Depth,
+    Entries,
+    MatrixSide,
+    NonEmptyList,
+    PositiveFloat,
+    Seed,
+    Size,
+    Steps,
+    short,
+)
+from deeplinear.experiments._regularization import check_depths, fmt, pyplot, save
 from deeplinear.experiments.base import (
     Experiment,
     NullProgress,
@@ -41,25 +53,25 @@ NAME = "fig3"
 ProblemKind = Literal["completion", "sensing"]
 
 
-class Fig3Config(BaseModel):
-    """Configuration of Figure 3; unknown fields are errors."""
+class Fig3Config(ConfigModel):
+    """Configuration of Figure 3; unknown fields are errors.
 
-    model_config = ConfigDict(extra="forbid")
+    Ranges come from the shared types of :mod:`deeplinear.config` (finite numbers, strict ints)."""
 
-    problems: list[ProblemKind] = Field(["completion"], description="completion and/or sensing")
-    n: int = Field(100, description="matrix size (n x n)")
-    rank: int = Field(5, description="rank of the ground truth")
-    observations: int = Field(2000, description="observed entries / sensing measurements m")
-    depths: list[int] = Field([1, 2, 3], description="depths N (one panel each)")
+    problems: NonEmptyList[ProblemKind] = Field(["completion"], description="completion and/or sensing")
+    n: MatrixSide = Field(100, description="matrix size (n x n)")
+    rank: Size = Field(5, description="rank of the ground truth (1..n)")
+    observations: Entries = Field(2000, description="observed entries / sensing measurements m")
+    depths: NonEmptyList[Depth] = Field([1, 2, 3], description="depths N (one panel each)")
     init: Literal["identity", "gaussian"] = Field("identity", description="small init kind")
-    init_scale: float = Field(1e-3, description="scale of W_{1:N}(0) (§E3)")
-    lrs: list[float] = Field(
+    init_scale: PositiveFloat = Field(1e-3, description="scale of W_{1:N}(0) (§E3)")
+    lrs: NonEmptyList[PositiveFloat] = Field(
         [100.0, 10.0, 2.5], description="GD learning rate per depth (mean-over-observations loss)"
     )
-    steps: list[int] = Field([3000, 6000, 12000], description="GD iterations per depth")
-    top_k: int = Field(10, description="number of singular values recorded")
-    records: int = Field(300, description="record points per run")
-    seed: int = Field(0, description="seed of ground truth, observations and init")
+    steps: NonEmptyList[Steps] = Field([3000, 6000, 12000], description="GD iterations per depth")
+    top_k: Annotated[Size, Field(ge=2)] = Field(10, description="number of singular values recorded")
+    records: Annotated[Size, Field(ge=2)] = Field(300, description="record points per run")
+    seed: Seed = Field(0, description="seed of ground truth, observations and init")
 
     @field_validator("depths")
     @classmethod
@@ -69,38 +81,17 @@ class Fig3Config(BaseModel):
     @field_validator("problems")
     @classmethod
     def _problems(cls, v: list[str]) -> list[str]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError(f"problems must be a non-empty list without repeats, got {v}")
-        return v
-
-    @field_validator("init_scale")
-    @classmethod
-    def _positive(cls, v: float, info) -> float:
-        return check_positive(info.field_name, v)
-
-    @field_validator("lrs")
-    @classmethod
-    def _lrs(cls, v: list[float]) -> list[float]:
-        for lr in v:
-            check_positive("lrs (each lr)", lr)
-        return v
-
-    @field_validator("n", "top_k", "records")
-    @classmethod
-    def _at_least_two(cls, v: int, info) -> int:
-        if v < 2:
-            raise ValueError(f"{info.field_name} must be >= 2, got {v}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"problems must not repeat a problem, got {v}")
         return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Fig3Config:
         if len(self.lrs) != len(self.depths) or len(self.steps) != len(self.depths):
             raise ValueError(
-                f"lrs and steps must give one value per depth: depths={self.depths}, "
-                f"lrs={self.lrs}, steps={self.steps}"
+                f"lrs and steps must give one value per depth: depths={short(self.depths)}, "
+                f"lrs={short(self.lrs)}, steps={short(self.steps)}"
             )
-        if any(s < 1 for s in self.steps):
-            raise ValueError(f"steps must be >= 1 each, got {self.steps}")
         if not 1 <= self.rank <= self.n:
             raise ValueError(f"rank must be in [1, n={self.n}], got {self.rank}")
         if not 1 <= self.observations <= self.n * self.n:
@@ -157,7 +148,8 @@ def run(config: Fig3Config, progress: Progress | None = None) -> Results:
         "problems": np.asarray(config.problems),
     }
     rows, notes = [], []
-    summary: dict[str, float | int | str] = {}
+    summary: dict[str, float | int | str | None] = {}
+    out = Results(subruns=total)
     for kind in config.problems:
         problem = _problem(kind, k_obs, W_star, config.observations)
         for depth, lr, steps in zip(config.depths, config.lrs, config.steps, strict=True):
@@ -176,11 +168,18 @@ def run(config: Fig3Config, progress: Progress | None = None) -> Results:
             arrays[f"steps_{tag}"] = np.asarray(res.steps)
             arrays[f"sigma_{tag}"] = sig
             arrays[f"loss_{tag}"] = np.asarray(res.loss)
-            err = float(res.metrics["recon_error"][-1])
+            row = dict(problem=kind, depth=depth, lr=lr_eff, steps=int(res.stop_step),
+                       status=str(res.status))
             if res.status == "diverged":
-                notes.append(f"{tag}: diverged at step {res.diverged_step} (lr {lr_eff}); "
-                             "no reconstruction error reported")
-                err = float("nan")
+                # the recorded trajectory (up to the last finite iterate) is kept for the plot;
+                # nothing is derived from it: no final values, no rise steps
+                out.diverged(f"{kind}, depth {depth} (lr {lr_eff:.3g})", res.diverged_step)
+                summary[f"recon_error_{tag}"] = None
+                summary[f"final_loss_{tag}"] = None
+                rows.append(row)
+                task.advance()
+                continue
+            err = float(res.metrics["recon_error"][-1])
             rise = rise_steps(np.asarray(res.steps), sig) if sig.size else np.full(k, np.nan)
             arrays[f"rise_{tag}"] = rise
             summary[f"recon_error_{tag}"] = err
@@ -189,12 +188,11 @@ def run(config: Fig3Config, progress: Progress | None = None) -> Results:
                 summary[f"rise_step_{tag}_sigma{r + 1}"] = float(rise[r])
             if kind == "completion" and depth == 3 and sig.size:  # the notes' depth-3 panel
                 summary["final_top5_depth3"] = ", ".join(f"{v:.1f}" for v in sig[-1, :5])
-            rows.append(dict(problem=kind, depth=depth, lr=lr_eff, steps=int(res.stop_step),
-                             status=str(res.status), final_loss=float(res.loss[-1]),
-                             recon_error=err, **{f"sigma{r + 1}": float(sig[-1, r])
-                                                 for r in range(k)}))
+            rows.append(dict(row, final_loss=float(res.loss[-1]), recon_error=err,
+                             **{f"sigma{r + 1}": float(sig[-1, r]) for r in range(k)}))
             task.advance()
-    return Results(tables={"runs": rows}, arrays=arrays, summary=summary, notes=notes)
+    out.tables, out.arrays, out.summary, out.notes = {"runs": rows}, arrays, summary, notes
+    return out
 
 
 def plot(results: Results, out_dir: Path) -> list[Path]:
@@ -215,8 +213,9 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
             for r in range(sig.shape[1]):
                 ax.plot(steps[keep], sig[keep, r], color=colors[r], lw=1.3,
                         label=f"$\\sigma_{{{r + 1}}}$" if r < 10 else None)
-            err = float(results.summary.get(f"recon_error_{tag}", float("nan")))
-            ax.set_title(f"{kind}, depth {depth}: error {fmt(err)}")
+            err = results.summary.get(f"recon_error_{tag}")
+            ax.set_title(f"{kind}, depth {depth}: " + ("diverged" if err is None
+                                                       else f"error {fmt(float(err))}"))
             ax.set_xscale("log")
             ax.set_xlabel("iteration")
             ax.set_ylabel("singular values of $W_{1:N}$")

@@ -21,13 +21,25 @@ effective rank, distance to rank 1, det.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from deeplinear.experiments._regularization import check_depths, check_positive, pyplot, save
+from deeplinear.config import (
+    ConfigModel,
+    Depth,
+    NonEmptyList,
+    PositiveFloat,
+    Replicas,
+    Size,
+    Steps,
+    Tolerance,
+)
+from deeplinear.curves import value_at_first_reach
+from deeplinear.experiments._regularization import check_depths, pyplot, save
 from deeplinear.experiments.base import (
     Experiment,
     NullProgress,
@@ -47,59 +59,43 @@ from deeplinear.network import balanced_init, gaussian_init, with_det_sign
 from deeplinear.problems import completion_2x2, completion_dxd
 from deeplinear.train import Schedule, gradient_flow, train_replicas
 
-__all__ = ["NormsConfig", "count_sign_flips", "plot", "run", "w11_at_loss"]
+__all__ = ["NormsConfig", "count_sign_flips", "plot", "run"]
 
 NAME = "norms"
 INITS = ("balanced", "random")
 
 
-class NormsConfig(BaseModel):
-    """Configuration of the norms experiment; unknown fields are errors."""
+class NormsConfig(ConfigModel):
+    """Configuration of the norms experiment; unknown fields are errors.
 
-    model_config = ConfigDict(extra="forbid")
+    Ranges come from the shared types of :mod:`deeplinear.config` (finite numbers, strict ints)."""
 
-    depths: list[int] = Field([2, 3, 4], description="depths N >= 2 of the factorizations")
-    seeds: int = Field(3, description="GD seeds per (depth, init), vmapped")
-    random_scale: float = Field(8e-3, description="std of each factor's entries (repo init)")
-    balanced_scale: float = Field(1e-2, description="std of the balanced init's product entries")
-    lr: float = Field(3e-3, description="GD learning rate (repo: 3e-3)")
-    max_steps: int = Field(300_000, description="GD iteration cap")
-    stop_loss: float = Field(1e-3, description="stop when the loss is below this (repo: 1e-4)")
-    records: int = Field(400, description="log-spaced record points per run")
-    flow_t1: float = Field(4000.0, description="gradient-flow horizon (time units = lr x steps)")
-    flow_rtol: float = Field(1e-9, description="gradient-flow relative tolerance")
-    flow_atol: float = Field(1e-12, description="gradient-flow absolute tolerance")
-    dxd: int = Field(3, description="size d of the d x d generalization (0 = skip)")
+    depths: NonEmptyList[Annotated[Depth, Field(ge=2)]] = Field(
+        [2, 3, 4], description="depths N >= 2 of the factorizations")
+    seeds: Replicas = Field(3, description="GD seeds per (depth, init), vmapped")
+    random_scale: PositiveFloat = Field(8e-3, description="std of each factor's entries (repo init)")
+    balanced_scale: PositiveFloat = Field(
+        1e-2, description="std of the balanced init's product entries")
+    lr: PositiveFloat = Field(3e-3, description="GD learning rate (repo: 3e-3)")
+    max_steps: Steps = Field(300_000, description="GD iteration cap")
+    stop_loss: PositiveFloat = Field(1e-3, description="stop when the loss is below this (repo: 1e-4)")
+    records: Annotated[Size, Field(ge=10)] = Field(400, description="log-spaced record points per run")
+    flow_t1: PositiveFloat = Field(
+        4000.0, description="gradient-flow horizon (time units = lr x steps)")
+    flow_rtol: Tolerance = Field(1e-9, description="gradient-flow relative tolerance, in (0, 1)")
+    flow_atol: Tolerance = Field(1e-12, description="gradient-flow absolute tolerance, in (0, 1)")
+    dxd: Annotated[int, Field(strict=True, ge=0, le=100)] = Field(
+        3, description="size d of the d x d generalization (0 = skip, else 2..100)")
 
     @field_validator("depths")
     @classmethod
     def _depths(cls, v: list[int]) -> list[int]:
         return check_depths("depths", v, minimum=2)
 
-    @field_validator("random_scale", "balanced_scale", "lr", "stop_loss", "flow_t1", "flow_rtol",
-                     "flow_atol")
-    @classmethod
-    def _positive(cls, v: float, info) -> float:
-        return check_positive(info.field_name, v)
-
-    @field_validator("seeds", "max_steps")
-    @classmethod
-    def _at_least_one(cls, v: int, info) -> int:
-        if v < 1:
-            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
-        return v
-
-    @field_validator("records")
-    @classmethod
-    def _records(cls, v: int) -> int:
-        if v < 10:
-            raise ValueError(f"records must be >= 10, got {v}")
-        return v
-
     @field_validator("dxd")
     @classmethod
     def _dxd(cls, v: int) -> int:
-        if v == 1 or v < 0:
+        if v == 1:
             raise ValueError(f"dxd must be 0 (skip) or >= 2, got {v}")
         return v
 
@@ -127,20 +123,6 @@ def count_sign_flips(det: np.ndarray) -> int:
     return int(np.sum(s[1:] != s[:-1]))
 
 
-def w11_at_loss(loss: np.ndarray, w11: np.ndarray, level: float) -> float:
-    """``|W_11|`` when the loss first drops to ``level`` (log-linear interpolation; NaN if never)."""
-    loss, w11 = np.asarray(loss), np.asarray(w11)
-    below = np.nonzero(loss <= level)[0]
-    if below.size == 0:
-        return float("nan")
-    i = below[0]
-    if i == 0:
-        return float(w11[0])
-    l0, l1 = np.log(loss[i - 1]), np.log(loss[i])
-    t = 0.0 if l0 == l1 else (np.log(level) - l0) / (l1 - l0)
-    return float(w11[i - 1] + t * (w11[i] - w11[i - 1]))
-
-
 def _balanced(depth: int, scale: float, dims=(2, 2)):
     n = dims[0]
     return lambda key: balanced_init(key, (n,) * (depth + 1), scale)
@@ -158,7 +140,7 @@ def _run_summary(tag: str, loss, metrics, summary, rows, extra) -> None:
     det = np.asarray(metrics["det"])
     flips = count_sign_flips(det)
     changed = np.nonzero(np.sign(det[1:]) * np.sign(det[:-1]) < 0)[0]
-    at_flip = float(np.abs(det[changed[0]])) if changed.size else float("nan")
+    at_flip = float(np.abs(det[changed[0]])) if changed.size else None
     final_loss = float(loss[-1])
     w11 = float(metrics["abs_w11"][-1])
     row = dict(run=tag, final_loss=final_loss, abs_w11=w11,
@@ -167,7 +149,7 @@ def _run_summary(tag: str, loss, metrics, summary, rows, extra) -> None:
                effective_rank=float(metrics["effective_rank"][-1]),
                distance_to_rank1=float(metrics["distance_to_rank1"][-1]), **extra)
     for level in (1e-2, 1e-3, 1e-4):
-        row[f"abs_w11_at_loss_{level:.0e}"] = w11_at_loss(loss, metrics["abs_w11"], level)
+        row[f"abs_w11_at_loss_{level:.0e}"] = value_at_first_reach(loss, metrics["abs_w11"], level)
     rows.append(row)
     summary[f"abs_w11_{tag}"] = w11
     summary[f"final_loss_{tag}"] = final_loss
@@ -179,6 +161,8 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
     progress = progress or NullProgress()
     total = len(config.depths) * (1 + len(INITS)) + (1 if config.dxd else 0)
     task = progress.task(f"{NAME}: {total} runs", total)
+    out = Results(subruns=len(config.depths) * (1 + len(INITS) * config.seeds)
+                  + (1 if config.dxd else 0))
     problem = completion_2x2()
     arrays: dict[str, np.ndarray] = {"depths": np.asarray(config.depths)}
     rows: list[dict] = []
@@ -193,6 +177,11 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
         arrays[f"loss_{tag}"] = res.loss
         for name, vals in res.metrics.items():
             arrays[f"{name}_{tag}"] = vals
+        if res.status == "diverged":  # nothing is derived from a diverged solve
+            out.diverged(f"{tag} (gradient flow)", None)
+            rows.append(dict(run=tag, **extra, status=res.status))
+            task.advance()
+            return
         _run_summary(tag, res.loss, res.metrics, summary, rows, dict(extra, status=res.status))
         if tag == f"gf_balanced_depth{max(config.depths)}":  # the notes' figure: GF, balanced
             for level, name in ((1e-2, "1e-2"), (1e-3, "1e-3"), (1e-4, "1e-4")):
@@ -227,19 +216,21 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
                 for name, vals in mets.items():
                     arrays[f"{name}_{tag}"] = vals
                 status = str(res.status[s])
-                _run_summary(tag, loss, mets, summary, rows,
-                             dict(method="GD", init=init, depth=depth, seed=s, status=status,
-                                  steps=int(res.stop_step[s])))
+                extra = dict(method="GD", init=init, depth=depth, seed=s, status=status,
+                             steps=int(res.stop_step[s]))
+                if status == "diverged":  # its records up to the blow-up are kept, not summarized
+                    out.diverged(f"{tag} (GD, lr {config.lr})", int(res.diverged_step[s]))
+                    rows.append(dict(run=tag, **extra))
+                    continue
+                _run_summary(tag, loss, mets, summary, rows, extra)
                 if rows[-1]["sign_flips"]:
                     notes.append(f"{tag}: det(W) changed sign {rows[-1]['sign_flips']} time(s) "
                                  f"under GD (lr {config.lr}); final det {rows[-1]['det']:.3g}, "
                                  f"|W11| {rows[-1]['abs_w11']:.3g}")
-                if status == "diverged":
-                    notes.append(f"{tag}: diverged; excluded")
             task.advance()
-        summary[f"sign_flips_gd_depth{depth}"] = int(
-            sum(r["sign_flips"] for r in rows if r.get("depth") == depth and r["method"] == "GD")
-        )
+        summary[f"sign_flips_gd_depth{depth}"] = int(sum(
+            r.get("sign_flips", 0) for r in rows if r.get("depth") == depth and r["method"] == "GD"
+        ))
     if config.dxd:
         d = config.dxd
         depth = max(config.depths)
@@ -249,17 +240,19 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
              dict(method="gradient flow", init="balanced", depth=depth, seed=0, d=d))
     # Depth >= 3: det decays polynomially and stays representable; depth 2: det decays like
     # exp(-ct) and falls below float64 resolution (|det| ~ 1e-16 ||W||^2), where rounding flips it.
-    deep_gf = [r for r in rows if r["method"] == "gradient flow" and r["depth"] >= 3]
+    deep_gf = [r for r in rows if r["method"] == "gradient flow" and r["depth"] >= 3
+               and "sign_flips" in r]
     if deep_gf:
         ratio = np.array([r["w11_times_sqrt_2loss"] for r in deep_gf])
         summary["gf_depth3plus_max_abs_log_w11_sqrt_2loss"] = float(np.max(np.abs(np.log(ratio))))
         summary["gf_depth3plus_sign_flips"] = int(sum(r["sign_flips"] for r in deep_gf))
     for r in rows:
-        if r["method"] == "gradient flow" and r["sign_flips"]:
+        if r["method"] == "gradient flow" and r.get("sign_flips"):
             notes.append(f"{r['run']}: det changed sign under gradient flow at |det| = "
                          f"{r['abs_det_at_first_flip']:.1e} (float64 resolution: depth-2 det decays "
                          "exponentially, so rounding, not the flow, flips it)")
-    return Results(tables={"runs": rows}, arrays=arrays, summary=summary, notes=notes)
+    out.tables, out.arrays, out.summary, out.notes = {"runs": rows}, arrays, summary, notes
+    return out
 
 
 def plot(results: Results, out_dir: Path) -> list[Path]:

@@ -50,18 +50,19 @@ class CheckResult:
         out = {
             "name": self.name,
             "statement": self.statement,
-            "measured": _finite_or_str(self.measured),
-            "predicted": _finite_or_str(self.predicted),
-            "tolerance": _finite_or_str(self.tolerance),
+            "measured": _finite_or_none(self.measured),
+            "predicted": _finite_or_none(self.predicted),
+            "tolerance": _finite_or_none(self.tolerance),
             "passed": bool(self.passed),
             "params": _plain(self.params),
         }
         return out
 
 
-def _finite_or_str(x: Any) -> float | str:
+def _finite_or_none(x: Any) -> float | None:
+    """JSON has no nan/inf: a value that does not exist is ``None`` (written as null)."""
     x = float(x)
-    return x if math.isfinite(x) else str(x)
+    return x if math.isfinite(x) else None
 
 
 @dataclass(frozen=True)
@@ -130,15 +131,18 @@ def check(name: str, section: str, statement: str) -> Callable[[Callable[..., Ou
 
 
 def run_checks(
-    pattern: str | None = None, on_result: Callable[[CheckResult], None] | None = None
+    pattern: str | None = None, on_result: Callable[[CheckResult], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> list[CheckResult]:
     """Run every registered check whose name contains ``pattern`` (``-k`` style; all if None),
-    in registry order, calling ``on_result`` after each one."""
+    in registry order, calling ``on_start(name)`` before and ``on_result`` after each one."""
     selected = [c for n, c in CHECKS.items() if pattern is None or pattern in n]
     if pattern is not None and not selected:
         raise ValueError(f"no check name contains {pattern!r}; names are {list(CHECKS)}")
     results = []
     for c in selected:
+        if on_start is not None:
+            on_start(c.name)
         r = c.run()
         results.append(r)
         if on_result is not None:
