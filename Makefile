@@ -15,7 +15,7 @@ demo: $(STAMP)
 	$(BIN)/deeplinear reproduce --out runs/demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -20,7 +23,8 @@ from typer.testing import CliRunner
 import deeplinear.cli as cli
 from deeplinear.cli import app
 from deeplinear.experiments.base import REGISTRY
-from deeplinear.sweep import PLUGIN_ENV, load_experiments
+from deeplinear.store import RunOutcome
+from deeplinear.sweep import PLUGIN_ENV, SweepResult, load_experiments
 
 FAKE_MODULE = "dl_cli_fakes"
 FAKE_SOURCE = textwrap.dedent('''
@@ -103,6 +107,7 @@ class FakeResult:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "statement": f"statement of {self.name}", "measured": 1.0,
                 "predicted": 1.0 if self.passed else 2.0, "tolerance": 1e-6,
+                "comparison": "|measured - predicted| <= tolerance",
                 "passed": self.passed, "params": self.params}
 
 
@@ -196,18 +201,27 @@ def _entry() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "deeplinear.cli"]
 
 
+def _wide_stdout(monkeypatch) -> None:
+    """Tables as on a 200-column terminal (cli.out_console is made once, at import)."""
+    from rich.console import Console
+
+    monkeypatch.setattr(cli, "out_console", Console(width=200))
+
+
 def test_verify_table_json_and_exit_codes(monkeypatch) -> None:
     theory = fake_theory()
     monkeypatch.setattr(cli, "_theory", lambda: theory)
+    _wide_stdout(monkeypatch)
     res = runner.invoke(app, ["verify"])
     assert res.exit_code == 0, res.output
     assert "theorem1_end_to_end" in res.stdout and "3 passed, 0 failed" in res.stdout
+    assert "|measured - predicted| <= tolerance" in res.stdout  # the relation tested, stated
     res = runner.invoke(app, ["verify", "-k", "theorem", "--json"])
     assert res.exit_code == 0 and theory.calls[-1] == "theorem"
     data = json.loads(res.stdout)
     assert [d["name"] for d in data] == ["theorem1_end_to_end"]
-    assert set(data[0]) == {"name", "statement", "measured", "predicted", "tolerance", "passed",
-                            "params"}
+    assert set(data[0]) == {"name", "statement", "measured", "predicted", "tolerance",
+                            "comparison", "passed", "params"}
     failing = fake_theory(fail=("scalar_network",))
     monkeypatch.setattr(cli, "_theory", lambda: failing)
     res = runner.invoke(app, ["verify", "--json"])
@@ -217,7 +231,7 @@ def test_verify_table_json_and_exit_codes(monkeypatch) -> None:
     assert res.exit_code == 2 and "no check name contains" in res.stderr
 
 
-def test_verify_real_checks_json() -> None:
+def test_verify_real_checks_json(monkeypatch) -> None:
     """Integration with the real deeplinear.theory (one cheap check) when it exists."""
     theory = pytest.importorskip("deeplinear.theory")
     name = "balancedness_decay_weight_decay"
@@ -227,6 +241,29 @@ def test_verify_real_checks_json() -> None:
     data = json.loads(res.stdout)
     assert data and all(name in d["name"] for d in data)
     assert res.exit_code == (0 if all(d["passed"] for d in data) else 1)
+    assert all(d["comparison"] == "measured <= tolerance" for d in data)
+    _wide_stdout(monkeypatch)
+    table = runner.invoke(app, ["verify", "-k", name])
+    header = next(line for line in table.stdout.splitlines() if "measured" in line)
+    assert "test" in header and "measured <= tolerance" in table.stdout
+
+
+def test_verify_table_marks_conditions_beyond_the_numbers(monkeypatch) -> None:
+    _wide_stdout(monkeypatch)
+    checks = [{"name": "a_check", "measured": 70.7, "predicted": 68.7, "tolerance": 0.0,
+               "passed": True, "comparison": "measured >= predicted; also det > 0 throughout"},
+              {"name": "old_record", "measured": 1.0, "predicted": 0.0, "tolerance": 2.0,
+               "passed": True}]  # a verify.json written before `comparison` existed
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(cli._checks_table(checks))
+    text = console.export_text()
+    assert "measured >= predicted *" in text and "* a_check: also det > 0 throughout" in text
+    assert "old_record" in text
+    from deeplinear.theory._base import ALSO
+
+    assert cli.ALSO == ALSO
 
 
 class _Page(HTMLParser):
@@ -318,8 +355,8 @@ def test_reproduce_continues_past_a_failing_experiment(fakes, tmp_path, monkeypa
     def broken(config, progress):
         raise RuntimeError("experiment crashed")
 
-    monkeypatch.setitem(REGISTRY, "clifake-a",
-                        dataclasses.replace(REGISTRY["clifake-a"], run=broken))
+    # the fakes fixture restores the registry (monkeypatch.setitem would re-add clifake-a after it)
+    REGISTRY["clifake-a"] = dataclasses.replace(REGISTRY["clifake-a"], run=broken)
     res = runner.invoke(app, ["reproduce", "--quick", "--only", "clifake-a", "--only",
                               "clifake-b", "--no-verify", "--out", str(tmp_path / "d")])
     assert res.exit_code == 1 and "1 experiment(s) not done" in res.stderr
@@ -327,3 +364,149 @@ def test_reproduce_continues_past_a_failing_experiment(fakes, tmp_path, monkeypa
         == "done"
     html_text = (tmp_path / "d" / "report.html").read_text()
     assert "RuntimeError: experiment crashed" in html_text and "curve_b.png" in html_text
+
+
+# ---------------------------------------------------------------- help examples, --version, hints
+
+
+COMMANDS = [c.name for c in app.registered_commands]
+EXAMPLE_LINES = [(cmd, line) for cmd, lines in cli.EXAMPLES.items() for line in lines]
+
+
+def test_every_help_page_has_examples() -> None:
+    assert set(cli.EXAMPLES) == {"", *COMMANDS}
+    assert all(cli.EXAMPLES[c] for c in cli.EXAMPLES)
+    for cmd, line in EXAMPLE_LINES:
+        assert line.startswith("deeplinear ") and line.split()[1] in (cmd or line.split()[1])
+
+
+@pytest.mark.parametrize("command", list(cli.EXAMPLES))
+def test_help_shows_its_examples_verbatim(command, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    res = runner.invoke(app, [*([command] if command else []), "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Examples:" in res.stdout
+    for line in cli.EXAMPLES[command]:
+        assert line in res.stdout  # TOML lists survive rich markup
+
+
+class _Written:
+    def __init__(self, out: Path) -> None:
+        self.html, self.md, self.damaged = Path(out) / "report.html", Path(out) / "report.md", []
+
+    def __iter__(self):
+        return iter((self.html, self.md))
+
+
+@pytest.fixture
+def example_env(tmp_path, monkeypatch):
+    """The examples' relative paths (examples/..., runs/...) resolve in a scratch folder; what
+    would take minutes (training, a sweep's runs, the checks without -k, writing a report) is
+    stubbed, everything before it (option parsing, experiment names, presets, config files,
+    --set values, grid files, output folders, -k patterns) is the real CLI."""
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "examples").symlink_to(repo / "examples")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv(PLUGIN_ENV, raising=False)
+    real = importlib.import_module("deeplinear.theory")
+
+    def run_checks(pattern=None, on_result=None, on_start=None):
+        if pattern is not None:  # cheap: the checks whose name contains the pattern, for real
+            return real.run_checks(pattern, on_result=on_result, on_start=on_start)
+        result = FakeResult(next(iter(real.CHECKS)), True)
+        if on_result:
+            on_result(result)
+        return [result]
+
+    monkeypatch.setattr(cli, "_theory",
+                        lambda: SimpleNamespace(CHECKS=real.CHECKS, run_checks=run_checks))
+    monkeypatch.setattr(cli, "execute_run", lambda exp, cfg, run_dir, **kw: RunOutcome(
+        "0" * 12, exp.name, "done", 0.0, str(run_dir)))
+    monkeypatch.setattr(cli, "_run_sweep", lambda specs, out_dir, **kw: SweepResult(
+        [], len(specs), {"done": len(specs)}))
+    monkeypatch.setattr(cli, "write_report", lambda root, *a, **kw: _Written(root))
+    return tmp_path
+
+
+@pytest.mark.parametrize(("command", "line"), EXAMPLE_LINES,
+                         ids=[f"{c or 'deeplinear'}:{line}" for c, line in EXAMPLE_LINES])
+def test_every_help_example_works(command, line, example_env) -> None:
+    """Each example a --help page shows runs as written (`run` examples with --print-config
+    added: the merged config is validated, nothing is trained)."""
+    args = shlex.split(line)[1:]
+    if args[0] == "run" and "--print-config" not in args:
+        args.append("--print-config")
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, f"{line}: {res.output}"
+    assert "error:" not in res.stderr and "Usage:" not in res.stderr
+
+
+def test_version() -> None:
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == f"deeplinear {importlib.metadata.version('deeplinear')}\n"
+    assert cli.main(["--version"]) == 0
+
+
+def test_version_falls_back_to_the_package_attribute(monkeypatch) -> None:
+    import deeplinear
+
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    monkeypatch.setattr(deeplinear, "__version__", "9.9.9", raising=False)
+    assert cli.package_version() == "9.9.9"
+
+
+@pytest.mark.parametrize(("args", "typo", "meant"), [
+    (["run", "Fig3"], "Fig3", "fig3"),
+    (["run", "FIG1-CNN", "--print-config"], "FIG1-CNN", "fig1-cnn"),
+    (["run", "fig1regression"], "fig1regression", "fig1-regression"),
+    (["run", "norm", "--quick"], "norm", "norms"),
+    (["reproduce", "--only", "fig3", "--only", "Fig2", "--out", "{tmp}/r"], "Fig2", "fig2"),
+    (["sweep", "{tmp}/grid.toml", "--out", "{tmp}/s"], "FIG3", "fig3"),
+])
+def test_did_you_mean_experiment(args, typo, meant, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(PLUGIN_ENV, raising=False)
+    known = ", ".join(sorted(load_experiments()))
+    (tmp_path / "grid.toml").write_text('experiment = "FIG3"\n[grid]\nseed = [0, 1]\n')
+    res = runner.invoke(app, [a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.splitlines() == [
+        f"error: experiment {typo!r} is not registered; did you mean {meant!r}? "
+        f"(known: {known}); see `deeplinear list`"]
+    assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
+
+
+def test_no_suggestion_for_a_name_like_none(monkeypatch) -> None:
+    monkeypatch.delenv(PLUGIN_ENV, raising=False)
+    res = runner.invoke(app, ["run", "zzzz"])
+    assert res.exit_code == 2 and "did you mean" not in res.stderr
+    assert res.stderr.startswith("error: experiment 'zzzz' is not registered (known: ")
+
+
+def test_did_you_mean_config_key(monkeypatch) -> None:
+    monkeypatch.delenv(PLUGIN_ENV, raising=False)
+    res = runner.invoke(app, ["run", "fig2", "--quick", "--set", "max_step=10", "--print-config"])
+    assert res.exit_code == 2
+    assert res.stderr.splitlines() == ["error: max_step: unknown key (did you mean 'max_steps'?)"]
+    res = runner.invoke(app, ["run", "fig3", "--set", "lrs"])  # no `=`: a real key is suggested
+    assert res.exit_code == 2 and "e.g. --set max_steps=2000" in res.stderr
+    assert "train.steps" not in res.stderr
+
+
+def test_outcomes_table_has_a_column_per_grid_value() -> None:
+    from rich.console import Console
+
+    outcomes = [RunOutcome("aaa", "fig2", "done", 1.0, "p"), RunOutcome("bbb", "fig2", "done", 2.0, "p")]
+    values = {"aaa": {"depths": [2], "init.scale": 1e-3}, "bbb": {"depths": [3], "init.scale": 1e-4}}
+    console = Console(width=200, record=True)
+    console.print(cli._outcomes_table(outcomes, values))
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "run id" in line)
+    assert header.index("run id") < header.index("depths") < header.index("init.scale") \
+        < header.index("status")
+    row = next(line for line in text.splitlines() if "bbb" in line)
+    assert "[3]" in row and "0.0001" in row

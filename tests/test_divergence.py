@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -32,10 +33,11 @@ def test_diverged_runs_are_flagged_and_store_no_nan(name, tmp_path):
     assert f"{name} {want}" in res.stderr and "diverged at step" in res.stderr
     status = json.loads((out / "status.json").read_text())
     assert status["status"] == want and status["divergences"]
-    for path in out.rglob("*"):
-        if path.suffix in (".json", ".csv", ".toml"):
-            text = path.read_text().lower()
-            assert "nan" not in text.replace("nanmean", "") and "inf" not in text, path
+    for path in out.rglob("*.json"):  # strict JSON: NaN/Infinity literals would not parse
+        json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in {path}"))
+    for path in out.rglob("*.csv"):
+        for row in csv.reader(path.read_text().splitlines()):
+            assert not {c.strip().lower() for c in row} & {"nan", "inf", "-inf"}, path
     with np.load(out / "arrays.npz") as npz:
         for key in npz.files:
             if npz[key].dtype.kind == "f":

@@ -93,10 +93,9 @@ def test_end_to_end_rule_matches_network_gd_and_single_output_form():
     np.testing.assert_allclose(short.W[0], w, rtol=1e-9, atol=1e-12)
 
 
-@pytest.fixture(scope="module")
-def regression_quick():
-    exp = REGISTRY["fig1-regression"]
-    return reg.run(exp.config_model(**exp.quick))
+@pytest.fixture
+def regression_quick(quick_runs):
+    return quick_runs["fig1-regression"]
 
 
 def test_regression_quick_depth_accelerates_l4_not_l2(regression_quick, tmp_path):
@@ -115,10 +114,10 @@ def test_regression_quick_depth_accelerates_l4_not_l2(regression_quick, tmp_path
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
 
 
-def test_cnn_quick(tmp_path):
+def test_cnn_quick(tmp_path, quick_runs):
     exp = REGISTRY["fig1-cnn"]
     cfg = exp.config_model(**exp.quick)
-    r = cnn.run(cfg)
+    r = quick_runs["fig1-cnn"]
     lo, hi = r.arrays["original_batch_loss"], r.arrays["overparameterized_batch_loss"]
     assert lo.shape == hi.shape == (cfg.seeds, cfg.steps)
     # balanced factorization keeps the function: same first batch loss (float32 rounding)

@@ -9,25 +9,19 @@ from deeplinear.experiments.fig3 import rise_steps
 from deeplinear.experiments.norms import count_sign_flips
 
 
-def _quick(name):
-    exp = REGISTRY[name]
-    config = exp.config_model(**exp.quick)
-    return exp, exp.run(config, None)
+@pytest.fixture
+def fig2(quick_runs):
+    return REGISTRY["fig2"], quick_runs["fig2"]
 
 
-@pytest.fixture(scope="module")
-def fig2():
-    return _quick("fig2")
+@pytest.fixture
+def fig3(quick_runs):
+    return REGISTRY["fig3"], quick_runs["fig3"]
 
 
-@pytest.fixture(scope="module")
-def fig3():
-    return _quick("fig3")
-
-
-@pytest.fixture(scope="module")
-def norms():
-    return _quick("norms")
+@pytest.fixture
+def norms(quick_runs):
+    return REGISTRY["norms"], quick_runs["norms"]
 
 
 def test_fig2_depth_beats_nuclear_norm_with_few_observations(fig2):

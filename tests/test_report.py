@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from typer.testing import CliRunner
 
 from deeplinear.cli import app
-from deeplinear.experiments.base import Experiment, Results
+from deeplinear.experiments.base import Experiment, Headline, Reported, Results
 from deeplinear.report import comparison, find_runs, flatten, sweep_tables, write_report
 from deeplinear.store import execute_run
 
@@ -34,12 +34,15 @@ def _run(config: Cfg, progress) -> Results:
         raise ValueError("bad things")
     err = 10.0 ** (-config.depth)
     summary = {"recon_error.depth_3": err, "depth": config.depth, "extra": "<b>x</b>"}
-    if config.mode == "diverge":
-        summary["status"] = "diverged"
     rows = [{"step": i, "loss": 1.0 / (i + 1)} for i in range(40)]
     results = Results(tables={"loss": rows}, arrays={"loss": np.ones(3)}, summary=summary,
                       notes=["a note with <angle> brackets"])
-    if config.mode == "diverge" and hasattr(results, "diverged"):  # the store's new status rule
+    results.headline = [
+        Headline("recon_error.depth_3", err, "reconstruction error, depth 3", "synthetic 5x5"),
+        Headline("nuclear_norm", None, "nuclear norm", "synthetic 5x5", "another size"),
+        Headline("ours_only", 1.5, "a quantity the notes do not report", "synthetic 5x5"),
+    ]
+    if config.mode == "diverge":
         results.diverged("seed=0", 7)
     return results
 
@@ -59,7 +62,9 @@ def _plot(results: Results, out_dir: Path) -> list[Path]:
 
 
 EXP = Experiment("reportfake", "report test", Cfg, _run, _plot,
-                 reported={"recon_error": {"depth_3": 2.58e-5}, "nuclear_norm": 220.0})
+                 reported={"recon_error.depth_3": Reported(2.58e-5, "§E3 Table 1", 10.0),
+                           "nuclear_norm": Reported(220.0, "§E3 calibration")},
+                 question="Does the fake experiment answer its question?")
 
 
 class _Parser(HTMLParser):
@@ -115,8 +120,10 @@ def test_html_is_self_contained_with_every_figure(runs_dir) -> None:
         assert base64.b64decode(img["src"].split(",", 1)[1])[:4] == b"\x89PNG"
     assert "script" not in page.tags and "link" not in page.tags
     text = " ".join(page.text)
-    # reported next to measured (nested reported keys are flattened to match summary keys)
+    # the question first, then the headline: reported next to measured, with the verdict
+    assert "Does the fake experiment answer its question?" in text
     assert "recon_error.depth_3" in text and "2.58e-05" in text and "0.001" in text
+    assert "differs" in text and "not comparable" in text and "another size" in text
     assert "nuclear_norm" in text and "220" in text
     assert "<b>x</b>" in text  # user strings are escaped, not interpreted as markup
     assert "a note with <angle> brackets" in text
@@ -126,7 +133,9 @@ def test_html_is_self_contained_with_every_figure(runs_dir) -> None:
     assert "ValueError: bad things" in text
     assert "depth = 3" in text  # the config is shown
     md = md_path.read_text()
-    assert "| recon_error.depth_3 | 2.58e-05 | 0.001 | 38.8 |" in md
+    assert ("| reconstruction error, depth 3 (`recon_error.depth_3`) | 2.58e-05 (§E3 Table 1) "
+            "| 0.001 | synthetic 5x5 | differs: measured/reported = 38.8") in md
+    assert "| nuclear norm (`nuclear_norm`) | 220 (§E3 calibration) | not reached |" in md
     for link in ("deep/figures/loss.png", "deep/figures/sigmas.png"):
         assert f"]({link})" in md and (runs_dir / link).exists()
     assert "| e2e_rule | FAIL |" in md
@@ -165,7 +174,7 @@ def test_sweep_table_lists_varying_config_and_measured(tmp_path) -> None:
     got = {row[0]: row[col] for row in rows}
     assert got == {"d1": 0.1, "d2": 0.01, "d3": 0.001, "d4": None}  # diverged: no number
     write_report(root)
-    assert "Sweep: reportfake (4 runs)" in (root / "report.html").read_text()
+    assert "reportfake (4 runs)" in (root / "report.html").read_text()
 
 
 # ---------------------------------------------------------------- damaged runs
@@ -506,11 +515,11 @@ def test_status_divergences_and_missing_values(runs) -> None:
     assert "**Status: partial**" in md and "**Status: done**" in md
     assert "- seed=1: diverged at step 120" in md
     # partial run: a null measured value is "diverged"; done run: "not reached"
-    assert "| recon_error.depth_3 | 2.58e-05 | diverged |  |" in md
-    assert "| recon_error.depth_3 | 2.58e-05 | not reached |  |" in md
-    assert "| legacy | — | diverged |  |" in md
-    assert "| legacy_inf | — | not reached |  |" in md and "| neg | — | not reached |  |" in md
-    assert "| kept | — | 0.5 |  |" in md and "| ok | — | 0.001 |  |" in md
+    assert "| recon_error.depth_3 | diverged |" in md
+    assert "| recon_error.depth_3 | not reached |" in md
+    assert "| legacy | diverged |" in md
+    assert "| legacy_inf | not reached |" in md and "| neg | not reached |" in md
+    assert "| kept | 0.5 |" in md and "| ok | 0.001 |" in md
     for cell in ("nan", "inf"):
         assert f"| {cell} |" not in md
 
@@ -532,8 +541,10 @@ def test_sweep_table_shows_missing_values(tmp_path) -> None:
     root = tmp_path / "sw"
     for depth in (1, 2):
         execute_run(EXP, Cfg(depth=depth), root / f"d{depth}")
-    _set_run(root / "d2", "partial", [{"run": "s", "step": 4}], {"recon_error.depth_3": None})
-    _edit_json(root / "d1" / "summary.json", summary={"recon_error.depth_3": "nan"})
+    _set_run(root / "d2", "partial", [{"run": "s", "step": 4}], {})
+    for run, value in (("d1", "nan"), ("d2", None)):  # legacy NaN text, and a missing value
+        _edit_json(root / run / "summary.json", headline=[
+            {"key": "recon_error.depth_3", "value": value, "description": "d", "measured_on": "m"}])
     header, rows = sweep_tables(find_runs(root))["reportfake"]
     got = {row[0]: row[header.index("recon_error.depth_3")] for row in rows}
     assert got == {"d1": "not reached", "d2": "diverged"}

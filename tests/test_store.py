@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
 
 from deeplinear.config import run_id
-from deeplinear.experiments.base import Experiment, Results
+from deeplinear.experiments.base import Experiment, Headline, Reported, Results
 from deeplinear.store import (
     PARTIAL,
     OutputError,
@@ -50,7 +50,9 @@ def _run(config: Cfg, progress) -> Results:
     summary = {"final_loss": float(loss[-1]), "steps": config.steps, "label": "x"}
     res = Results(tables={"trajectory": [{"step": i, "loss": v} for i, v in enumerate(loss)],
                           "other": [{"a": 1, "b": "t"}, {"a": 2, "c": 0.5}]},
-                  arrays={"loss": loss, "mat": np.eye(3)}, summary=summary, notes=["n1"])
+                  arrays={"loss": loss, "mat": np.eye(3)}, summary=summary, notes=["n1"],
+                  headline=[Headline("final_loss", summary["final_loss"], "loss at the end",
+                                     "fake")])
     if config.mode in ("diverge", "partial"):
         res.subruns = 2
         res.diverged("seed 0", 17)
@@ -71,7 +73,9 @@ def _plot(results: Results, out_dir: Path) -> list[Path]:
     return paths
 
 
-EXP = Experiment("storefake", "store test", Cfg, _run, _plot, reported={"final_loss": 0.02})
+EXP = Experiment("storefake", "store test", Cfg, _run, _plot,
+                 reported={"final_loss": Reported(0.02, "notes", 2.0)},
+                 question="Does the store keep everything?")
 
 
 def test_run_folder_layout_and_roundtrip(tmp_path) -> None:
@@ -94,7 +98,13 @@ def test_run_folder_layout_and_roundtrip(tmp_path) -> None:
     assert res.tables["other"] == [{"a": 1, "b": "t", "c": None}, {"a": 2, "b": None, "c": 0.5}]
     assert res.summary["steps"] == 4 and res.notes == ["n1"]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["reported"] == {"final_loss": 0.02}
+    assert summary["reported"] == {"final_loss": {"value": 0.02, "where": "notes",
+                                                  "factor": 2.0}}
+    assert summary["question"] == "Does the store keep everything?"
+    assert summary["headline"] == [{"key": "final_loss", "value": res.summary["final_loss"],
+                                    "description": "loss at the end", "measured_on": "fake",
+                                    "not_comparable": None}]
+    assert res.headline[0].key == "final_loss"  # load_results rebuilds the headline too
     assert not [p for p in tmp_path.iterdir() if PARTIAL in p.name]
 
 

@@ -1,4 +1,4 @@
-"""Sweeps: grid expansion, seeds batching, resume, process pool, Dask LocalCluster, kill -9."""
+"""Sweeps: grid expansion, seeds, resume, process pool, Dask LocalCluster, kill -9."""
 
 from __future__ import annotations
 
@@ -34,11 +34,6 @@ FAKE_SOURCE = textwrap.dedent('''
         sleep: float = Field(0.0, ge=0)
         fail: bool = False
 
-    class BatchCfg(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        depth: int = Field(1, ge=1)
-        seeds: list[int] = [0]
-
     def run(config, progress):
         time.sleep(config.sleep)
         if config.fail:
@@ -47,18 +42,12 @@ FAKE_SOURCE = textwrap.dedent('''
         return Results(arrays={"x": rng.normal(size=3)},
                        summary={"depth": config.depth, "seed": config.seed, "pid": os.getpid()})
 
-    def run_batch(config, progress):
-        # one run covers all seeds (stands in for a vmap over a leading replica axis)
-        x = np.stack([np.random.default_rng(s).normal(size=3) for s in config.seeds])
-        return Results(arrays={"x": x}, summary={"replicas": len(config.seeds)})
-
     def plot(results, out_dir):
         p = Path(out_dir) / "x.png"
         p.write_bytes(b"png")
         return [p]
 
-    for exp in (Experiment("sweepfake", "sweep test", Cfg, run, plot),
-                Experiment("sweepbatch", "seeds batched", BatchCfg, run_batch, plot)):
+    for exp in (Experiment("sweepfake", "sweep test", Cfg, run, plot),):
         if exp.name not in REGISTRY:
             register(exp)
 ''')
@@ -109,19 +98,12 @@ def test_expand_grid_times_seeds(fakes, tmp_path) -> None:
     assert len(expand(grid, sets=["depth=2"])) == 9  # --set is overridden by the grid point
 
 
-def test_seeds_field_batches_replicas_into_one_run(fakes, tmp_path) -> None:
-    grid = load_grid(_grid(tmp_path, """
-        experiment = "sweepbatch"
-        seeds = [3, 4, 5]
-        [grid]
-        depth = [1, 2]
-    """))
+@pytest.mark.parametrize("name", ["fig1-regression", "fig1-cnn", "fig2", "fig3", "norms"])
+def test_grid_seeds_work_for_every_experiment(tmp_path, name) -> None:
+    """One seed convention: every experiment takes a base seed, a grid's seeds make one run each."""
+    grid = load_grid(_grid(tmp_path, f'experiment = "{name}"\npreset = "quick"\nseeds = [0, 7]\n'))
     specs = expand(grid)
-    assert [s.config for s in specs] == [{"depth": 1, "seeds": [3, 4, 5]},
-                                         {"depth": 2, "seeds": [3, 4, 5]}]
-    result = run_sweep(specs, tmp_path / "sw", workers=0)
-    assert [o.status for o in result.outcomes] == ["done", "done"]
-    assert read_status(tmp_path / "sw" / "runs" / specs[0].run_id)["status"] == "done"
+    assert [s.config["seed"] for s in specs] == [0, 7] and len({s.run_id for s in specs}) == 2
 
 
 @pytest.mark.parametrize(
@@ -153,7 +135,7 @@ def test_seeds_need_a_seed_field(fakes, tmp_path, monkeypatch) -> None:
     exp = Experiment("noseed", "", NoSeed, lambda c, p: Results(), lambda r, d: [])
     monkeypatch.setitem(REGISTRY, "noseed", exp)
     grid = load_grid(_grid(tmp_path, 'experiment = "noseed"\nseeds = [1, 2]\n'))
-    with pytest.raises(ConfigError, match="has neither 'seed: int' nor 'seeds: list"):
+    with pytest.raises(ConfigError, match="has no 'seed' field"):
         expand(grid)
 
 
@@ -287,3 +269,46 @@ def test_cli_sweep_on_dask_and_unreachable_scheduler(fakes, tmp_path, monkeypatc
     res = CliRunner().invoke(app, ["sweep", str(grid), "--out", str(tmp_path / "sw2"),
                                    "--scheduler", "tcp://127.0.0.1:9"])
     assert res.exit_code == 2 and "--scheduler tcp://127.0.0.1:9: cannot connect" in res.stderr
+
+
+def test_varying_values_are_what_tells_runs_apart() -> None:
+    from deeplinear.sweep import varying_values
+
+    configs = {"a": {"depth": 1, "seed": 0, "init": {"scale": 1e-3, "kind": "x"}, "ds": [2]},
+               "b": {"depth": 1, "seed": 1, "init": {"scale": 1e-4, "kind": "x"}, "ds": [3]}}
+    assert varying_values(configs) == {"a": {"seed": 0, "init.scale": 1e-3, "ds": [2]},
+                                       "b": {"seed": 1, "init.scale": 1e-4, "ds": [3]}}
+    assert varying_values({"a": configs["a"]}) == {"a": {}}
+    assert varying_values({}) == {}
+
+
+def test_cli_sweep_table_has_a_column_per_grid_value(fakes, tmp_path, monkeypatch) -> None:
+    import re
+
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    import deeplinear.cli as cli
+
+    monkeypatch.setattr(cli, "out_console", Console(width=200))
+    path = _grid(tmp_path, 'experiment = "sweepfake"\nseeds = [0, 1]\n[grid]\ndepth = [1, 3]\n')
+    res = CliRunner().invoke(cli.app, ["sweep", str(path), "--out", str(tmp_path / "sw"),
+                                       "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in re.split("[│┃]", line)[1:-1]]
+
+    header = cells(next(line for line in lines if "run id" in line))
+    assert header == ["experiment", "run id", "depth", "seed", "status", "seconds", "note"]
+    for spec in expand(load_grid(path)):
+        row = cells(next(line for line in lines if spec.run_id in line))
+        assert row[2:4] == [str(spec.config["depth"]), str(spec.config["seed"])]
+
+
+def test_grid_experiment_name_did_you_mean(fakes, tmp_path) -> None:
+    grid = load_grid(_grid(tmp_path, 'experiment = "SweepFake"\n'))
+    with pytest.raises(ConfigError, match=r"^experiment 'SweepFake' is not registered; "
+                                          r"did you mean 'sweepfake'\? \(known: "):
+        expand(grid)

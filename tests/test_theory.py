@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+from functools import cache
 
 import pytest
 
 from deeplinear.theory import CHECKS, CheckResult, run_checks
+from deeplinear.theory._base import ALSO, RELATIONS
 
 # name -> parameters that break the statement's assumption (the check must then fail)
 BREAKS = {
@@ -41,13 +43,50 @@ BREAKS = {
 }
 
 
+# What each relation of RELATIONS means, written out independently of the checks.
+EVALUATE = {
+    "measured <= tolerance": lambda m, p, t: m <= t,
+    "measured > tolerance": lambda m, p, t: m > t,
+    "measured <= predicted": lambda m, p, t: m <= p,
+    "measured >= predicted": lambda m, p, t: m >= p,
+    "measured >= predicted - tolerance": lambda m, p, t: m >= p - t,
+    "|measured - predicted| <= tolerance": lambda m, p, t: abs(m - p) <= t,
+    "|measured - predicted| <= tolerance and predicted < 0":
+        lambda m, p, t: abs(m - p) <= t and p < 0,
+}
+
+# Checks whose `passed` needs, besides the relation on (measured, predicted, tolerance), a
+# condition those three numbers do not carry (stated after "; also" in the comparison). For
+# these, passed implies the relation, but a failed check may have failed on the extra condition.
+NOT_FROM_NUMBERS = {
+    "origin_non_strict_saddle": "also needs φ to fall along the minimizer ray (is_saddle)",
+    "width1_quadratic": "also needs a negative Hessian eigenvalue (hessian_lambda_min < 0)",
+    "deficiency_margin_distance": "also needs the sampled point to have margin c",
+    "gd_convergence_constants": "an implication, verified only where its hypotheses hold "
+                                "(assumptions_hold)",
+    "norms_to_infinity_2x2": "also needs stop_loss reached, det > 0 throughout, |W11| monotone "
+                             "and effective rank near 1",
+    "completion_2x2_exercise": "also needs finite norm minimizers, divergence and rank 2",
+}
+
+
+@cache
+def _default(name: str) -> CheckResult:
+    return CHECKS[name].run()
+
+
+@cache
+def _broken(name: str) -> CheckResult:
+    return CHECKS[name].run(**BREAKS[name])
+
+
 def test_every_check_has_a_break():
     assert list(CHECKS) and set(BREAKS) == set(CHECKS)
 
 
 @pytest.mark.parametrize("name", list(CHECKS))
 def test_check_passes(name):
-    result = CHECKS[name].run()
+    result = _default(name)
     assert isinstance(result, CheckResult)
     assert result.passed, result.as_dict()
     assert "seed" in result.params or "depth" in result.params or "b22" in result.params
@@ -55,8 +94,40 @@ def test_check_passes(name):
 
 @pytest.mark.parametrize("name", list(BREAKS))
 def test_check_fails_when_assumption_broken(name):
-    result = CHECKS[name].run(**BREAKS[name])
+    result = _broken(name)
     assert not result.passed, result.as_dict()
+
+
+def test_relations_have_a_meaning():
+    assert set(RELATIONS) == set(EVALUATE)
+    assert set(NOT_FROM_NUMBERS) <= set(CHECKS)
+
+
+@pytest.mark.parametrize("name", list(CHECKS))
+def test_comparison_is_a_known_relation(name):
+    """Every check states the relation it tests: one of RELATIONS, plus "; also <condition>"
+    exactly for the checks listed (with their reason) in NOT_FROM_NUMBERS."""
+    for result in (_default(name), _broken(name)):
+        relation, also, condition = result.comparison.partition(ALSO)
+        assert relation in RELATIONS, result.comparison
+        assert bool(also) == (name in NOT_FROM_NUMBERS), result.comparison
+        assert not also or condition.strip()
+        assert result.as_dict()["comparison"] == result.comparison
+
+
+@pytest.mark.parametrize("variant", ["default", "broken"])
+@pytest.mark.parametrize("name", list(CHECKS))
+def test_passed_agrees_with_comparison(name, variant):
+    """`passed` is the stated relation evaluated on measured, predicted and tolerance (for the
+    checks of NOT_FROM_NUMBERS: passed implies the relation), at the default parameters, where
+    the check passes, and with its assumption broken, where it fails."""
+    result = _default(name) if variant == "default" else _broken(name)
+    relation = result.comparison.partition(ALSO)[0]
+    holds = EVALUATE[relation](result.measured, result.predicted, result.tolerance)
+    if name in NOT_FROM_NUMBERS:
+        assert holds or not result.passed, result.as_dict()
+    else:
+        assert holds == result.passed, result.as_dict()
 
 
 def test_gd_theorem_fails_when_step_far_above_bound():
@@ -84,8 +155,9 @@ def test_matrix_fields_are_not_gradients_even_at_depth2():
 def test_as_dict_is_json_with_exact_keys():
     (result,) = run_checks("balancedness_conserved")
     d = result.as_dict()
-    assert list(d) == ["name", "statement", "measured", "predicted", "tolerance", "passed",
-                       "params"]
+    assert list(d) == ["name", "statement", "measured", "predicted", "tolerance", "comparison",
+                       "passed", "params"]
+    assert d["comparison"] == "measured <= tolerance"
     text = json.dumps(d)
     back = json.loads(text)
     assert back["params"]["seed"] == 0 and back["params"]["dims"] == [3, 4, 5, 2]

@@ -1,10 +1,93 @@
 """deeplinear: linear neural networks, their dynamics, theory checks and the notes' experiments.
 
+The public API, in one place (each name is documented where it is defined):
+
+* building a network: :func:`end_to_end`, :func:`balancedness`, :func:`imbalance`, and the
+  initializations :func:`gaussian_init`, :func:`identity_init`, :func:`orthogonal_init`,
+  :func:`balanced_init`, :func:`with_det_sign` (``deeplinear.network``);
+* problems (a loss on the end-to-end matrix): :class:`WhitenedSquare`, :class:`LpRegression`,
+  :class:`MatrixSensing`, :class:`MatrixCompletion`, :class:`CustomLoss` and the generators
+  :func:`low_rank_ground_truth`, :func:`sample_completion`, :func:`sample_sensing`
+  (``deeplinear.problems``);
+* training: :func:`train`, :func:`train_replicas`, :func:`gradient_flow`, :class:`Schedule`
+  (``deeplinear.train``); the end-to-end dynamics: :func:`end_to_end_descent`,
+  :func:`end_to_end_gradient_flow` (``deeplinear.simulate``) and the vector fields of
+  ``deeplinear.dynamics``;
+* measuring: ``deeplinear.metrics`` (norms, ranks, errors) and ``deeplinear.curves`` (reading
+  trajectories);
+* the rest, by module: ``baselines`` (minimum nuclear norm), ``theory`` (one numerical check per
+  statement), ``experiments`` (one per figure), ``overparam`` (overparameterized equinox models),
+  ``data``, ``store``, ``sweep``, ``report``, ``config``, ``cli``.
+
 Importing the package enables float64 in JAX (the theory needs it, §4 pitfall 3).
 """
+
+import importlib
+from typing import Any
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
+from deeplinear.network import (  # noqa: E402
+    balanced_init,
+    balancedness,
+    end_to_end,
+    gaussian_init,
+    identity_init,
+    imbalance,
+    orthogonal_init,
+    with_det_sign,
+)
+from deeplinear.problems import (  # noqa: E402
+    CustomLoss,
+    LpRegression,
+    MatrixCompletion,
+    MatrixSensing,
+    WhitenedSquare,
+    low_rank_ground_truth,
+    sample_completion,
+    sample_sensing,
+)
+from deeplinear.simulate import end_to_end_descent, end_to_end_gradient_flow  # noqa: E402
+from deeplinear.train import Schedule, gradient_flow, train, train_replicas  # noqa: E402
+
 __version__ = "0.1.0"
+
+_SUBMODULES = ("baselines", "cli", "config", "curves", "data", "dynamics", "experiments",
+               "metrics", "network", "overparam", "problems", "report", "simulate", "store",
+               "sweep", "theory", "train")
+
+__all__ = [
+    "CustomLoss",
+    "LpRegression",
+    "MatrixCompletion",
+    "MatrixSensing",
+    "Schedule",
+    "WhitenedSquare",
+    "__version__",
+    "balanced_init",
+    "balancedness",
+    "end_to_end",
+    "end_to_end_descent",
+    "end_to_end_gradient_flow",
+    "gaussian_init",
+    "gradient_flow",
+    "identity_init",
+    "imbalance",
+    "low_rank_ground_truth",
+    "orthogonal_init",
+    "sample_completion",
+    "sample_sensing",
+    "train",
+    "train_replicas",
+    "with_det_sign",
+    *_SUBMODULES,
+]
+
+
+def __getattr__(name: str) -> Any:
+    """``deeplinear.theory`` and the other submodules load on first use."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"deeplinear.{name}")
+    raise AttributeError(f"module 'deeplinear' has no attribute {name!r}")

@@ -32,6 +32,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = [
+    "min_nuclear_norm",
+    "min_nuclear_norm_completion",
+    "min_nuclear_norm_sensing",
+    "NuclearNormSolution",
+    "Solver",
+]
+
 Solver = Literal["admm", "cvxpy"]
 
 

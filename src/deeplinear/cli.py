@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import re
 import sys
@@ -18,6 +19,7 @@ import rich.progress as rp
 import typer
 import typer.exceptions
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -32,8 +34,17 @@ from deeplinear.store import (
     clean_partials,
     execute_run,
 )
-from deeplinear.sweep import build_spec, expand, get_experiment, load_experiments, load_grid
+from deeplinear.sweep import (
+    build_spec,
+    expand,
+    get_experiment,
+    load_experiments,
+    load_grid,
+    varying_values,
+)
 from deeplinear.sweep import run_sweep as _run_sweep
+
+__all__ = ["app", "main"]
 
 MAX_ERROR_LINE = 300
 """Longest error line the CLI prints for bad input (``error: `` included)."""
@@ -95,15 +106,81 @@ def _usage_error_line(err: BaseException) -> str:
     return error_line(f"{message} (see `{command} --help`)")
 
 
+EXAMPLES: dict[str, list[str]] = {
+    "": [
+        "deeplinear list",
+        "deeplinear run fig3 --quick",
+        "deeplinear reproduce --quick --out runs/demo",
+        "deeplinear verify -k balancedness",
+        "deeplinear --version",
+    ],
+    "run": [
+        "deeplinear run fig3 --quick",
+        "deeplinear run fig3 --quick --set 'lrs=[20.0, 2.0, 1.0]' --print-config",
+        "deeplinear run fig2 --config examples/fig2-small.toml --set max_steps=2000",
+        "deeplinear run fig1-regression --quick --set steps=2000 --out runs/fig1-short",
+    ],
+    "list": ["deeplinear list"],
+    "sweep": [
+        "deeplinear sweep examples/sweep-fig3.toml --out runs/sweep-fig3 --workers 2",
+        "deeplinear sweep examples/sweep-fig2.toml --quick --set max_steps=1000",
+    ],
+    "report": ["deeplinear report runs/demo"],
+    "verify": ["deeplinear verify", "deeplinear verify -k balancedness --json"],
+    "reproduce": [
+        "deeplinear reproduce --quick --out runs/demo",
+        "deeplinear reproduce --only fig2 --only fig3 --no-verify",
+    ],
+}
+"""The example command lines each ``--help`` page shows (key: the command, "" = the group); a
+test runs every one of them (tests/test_cli.py)."""
+
+
+def _examples(command: str) -> str:
+    """The help epilog: ``Examples:`` and the command lines, one paragraph each (a line wrapped
+    on a narrow terminal stays apart from the next), rich markup escaped so that TOML lists
+    (``[...]``) show as written."""
+    return "Examples:\n\n" + "\n\n".join(escape(line) for line in EXAMPLES[command])
+
+
+def package_version() -> str:
+    """The installed distribution's version, else ``deeplinear.__version__``."""
+    try:
+        return importlib.metadata.version("deeplinear")
+    except importlib.metadata.PackageNotFoundError:
+        import deeplinear
+
+        return str(getattr(deeplinear, "__version__", "unknown"))
+
+
 app = typer.Typer(
     cls=OneLineErrorsGroup,
     help="Linear neural networks (Cohen & Razin): experiments, sweeps, theory checks, report.",
+    epilog=_examples(""),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
 out_console = Console()
 err_console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"deeplinear {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _group(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version,
+                     help="Print `deeplinear VERSION` and exit."),
+    ] = False,
+) -> None:
+    """Linear neural networks (Cohen & Razin): experiments, sweeps, theory checks, report."""
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -240,18 +317,33 @@ def _summary_table(title: str, summary: dict[str, Any]) -> Table:
     return table
 
 
-def _outcomes_table(outcomes: list[RunOutcome]) -> Table:
+def _outcomes_table(outcomes: list[RunOutcome],
+                    values: dict[str, dict[str, Any]] | None = None) -> Table:
+    """One row per run; ``values`` (``run_id -> {key: value}``, see
+    :func:`deeplinear.sweep.varying_values`) adds one column per key: what tells the runs apart."""
+    values = values or {}
+    keys = list(dict.fromkeys(k for v in values.values() for k in v))
     table = Table(title="runs")
-    for col in ("experiment", "run id", "status", "seconds", "note"):
-        table.add_column(col, overflow="fold")
+    for col in ("experiment", "run id", *keys, "status", "seconds", "note"):
+        table.add_column(escape(col), overflow="fold")
     for o in outcomes:
         style = {"done": "green", "partial": "yellow"}.get(o.status, "red")
         note = "already done" if o.skipped else (o.error or "")
         if o.divergences:
             note = "; ".join(filter(None, [note, f"{len(o.divergences)} diverged: "
                                                  f"{o.divergences[0]}"]))
-        table.add_row(o.experiment, o.run_id, f"[{style}]{o.status}[/]", f"{o.seconds:.1f}", note)
+        row = values.get(o.run_id, {})
+        cells = [escape(_cell(row[k])) if k in row else "" for k in keys]
+        table.add_row(o.experiment, o.run_id, *cells, f"[{style}]{o.status}[/]",
+                      f"{o.seconds:.1f}", escape(note))
     return table
+
+
+def _cell(value: Any) -> str:
+    """A config value in a table cell: numbers as :func:`fmt`, lists as ``[a, b]``."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_cell(v) for v in value) + "]"
+    return fmt(value)
 
 
 def _run_checks(pattern: str | None) -> list[dict[str, Any]]:
@@ -282,13 +374,33 @@ def _run_checks(pattern: str | None) -> list[dict[str, Any]]:
     return [r.as_dict() for r in results]
 
 
+ALSO = "; also "
+"""Separates a check's relation from a condition the numbers do not show in its ``comparison``
+(the same as ``deeplinear.theory._base.ALSO``; not imported, the theory loads only for verify)."""
+
+
 def _checks_table(checks: list[dict[str, Any]]) -> Table:
-    table = Table(title="theory checks")
-    for col in ("check", "result", "measured", "predicted", "tolerance"):
-        table.add_column(col, overflow="fold")  # never cut a check name
+    """One row per check: the relation tested (``comparison``, e.g. ``measured <= tolerance``)
+    next to the three numbers it compares, and whether it held. A condition the numbers do not
+    show (``comparison``'s ``; also ...`` part) is marked ``*`` and given in the table's caption."""
+    table = Table(title="theory checks", caption_justify="left")
+    table.add_column("check", overflow="fold")  # never cut a check name
+    table.add_column("result")
+    table.add_column("measured", overflow="fold")
+    table.add_column("test", overflow="fold", max_width=36)  # long relations wrap, names less
+    table.add_column("predicted", overflow="fold")
+    table.add_column("tolerance", overflow="fold")
+    notes = []
     for c in checks:
         ok = "[green]PASS[/]" if c["passed"] else "[red]FAIL[/]"
-        table.add_row(c["name"], ok, fmt(c["measured"]), fmt(c["predicted"]), fmt(c["tolerance"]))
+        relation, also, condition = str(c.get("comparison") or "").partition(ALSO)
+        if also:
+            relation += " *"
+            notes.append(f"* {c['name']}: also {condition}")
+        table.add_row(c["name"], ok, fmt(c["measured"]), escape(relation), fmt(c["predicted"]),
+                      fmt(c["tolerance"]))
+    if notes:
+        table.caption = escape("\n".join(notes))
     return table
 
 
@@ -300,13 +412,14 @@ ConfigOpt = Annotated[
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override one key, e.g. --set train.steps=1000 (TOML value)."),
+    typer.Option("--set", "-s", help="Override one config key with a TOML value, e.g. --set "
+                 "max_steps=2000 (fig2); repeatable; --print-config shows the keys."),
 ]
 QuickOpt = Annotated[bool, typer.Option("--quick", help="Smoke-test size (seconds).")]
 PaperOpt = Annotated[bool, typer.Option("--paper", help="The notes' full sizes (slow).")]
 
 
-@app.command("run")
+@app.command("run", epilog=_examples("run"))
 @one_line_errors
 def run_cmd(
     experiment: Annotated[str, typer.Argument(help="Registered experiment (see `list`).")],
@@ -364,7 +477,7 @@ def _finish_run(outcome: RunOutcome) -> None:
         raise typer.Exit(1)
 
 
-@app.command("list")
+@app.command("list", epilog=_examples("list"))
 @one_line_errors
 def list_cmd() -> None:
     """List the registered experiments with a one-line description."""
@@ -376,7 +489,7 @@ def list_cmd() -> None:
     out_console.print(table)
 
 
-@app.command("sweep")
+@app.command("sweep", epilog=_examples("sweep"))
 @one_line_errors
 def sweep_cmd(
     grid: Annotated[Path, typer.Argument(help="Grid TOML: experiment, [set], [grid], seeds.")],
@@ -404,7 +517,8 @@ def sweep_cmd(
                             progress=progress, on_outcome=_log_outcome,
                             on_submit=lambda s: log_line(f"{s.experiment} run {s.run_id}: queued"))
     if result.outcomes:
-        out_console.print(_outcomes_table(result.outcomes))
+        values = varying_values({s.run_id: s.config for s in specs})
+        out_console.print(_outcomes_table(result.outcomes, values))
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items() if v)
     typer.echo(f"sweep {out_dir}: {len(specs)} runs ({counts}); "
                f"{result.skipped} were already finished")
@@ -413,7 +527,7 @@ def sweep_cmd(
         raise typer.Exit(1)
 
 
-@app.command("report")
+@app.command("report", epilog=_examples("report"))
 @one_line_errors
 def report_cmd(
     directory: Annotated[Path, typer.Argument(help="Runs folder (reproduce or sweep output).")],
@@ -436,7 +550,7 @@ def report_cmd(
         raise typer.Exit(1)
 
 
-@app.command("verify")
+@app.command("verify", epilog=_examples("verify"))
 @one_line_errors
 def verify_cmd(
     k: Annotated[
@@ -457,7 +571,7 @@ def verify_cmd(
         raise typer.Exit(1)
 
 
-@app.command("reproduce")
+@app.command("reproduce", epilog=_examples("reproduce"))
 @one_line_errors
 def reproduce_cmd(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/reproduce"),

@@ -28,6 +28,51 @@ from typing import Annotated, Any, TypeVar
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+__all__ = [
+    "build_config",
+    "config_dict",
+    "ConfigError",
+    "ConfigModel",
+    "Depth",
+    "dump_toml",
+    "Entries",
+    "expand_dotted",
+    "Finite",
+    "load_toml",
+    "MatrixSide",
+    "MAX_CONFIG_BYTES",
+    "MAX_DEPTH",
+    "MAX_ENTRIES",
+    "MAX_FLOAT",
+    "MAX_LIST",
+    "MAX_MATRIX_SIDE",
+    "MAX_MESSAGE",
+    "MAX_NESTING",
+    "MAX_PATH",
+    "MAX_REPLICAS",
+    "MAX_SEED",
+    "MAX_SIZE",
+    "MAX_STEPS",
+    "merge",
+    "NonEmptyList",
+    "NonNegativeFloat",
+    "one_line",
+    "parse_override",
+    "PathStr",
+    "PositiveFloat",
+    "Replicas",
+    "run_id",
+    "Seed",
+    "set_path",
+    "short",
+    "short_key",
+    "short_path",
+    "Size",
+    "Steps",
+    "Tolerance",
+    "validate",
+]
+
 # ---------------------------------------------------------------- limits
 
 MAX_MESSAGE = 290
@@ -262,7 +307,8 @@ def parse_override(text: str) -> dict[str, Any]:
     key = key.strip()
     parts = key.split(".")
     if not sep or not key or any(not part.strip() for part in parts):
-        raise ConfigError(f"--set {short(text)}: expected KEY=VALUE, e.g. --set train.steps=1000")
+        raise ConfigError(f"--set {short(text)}: expected KEY=VALUE, e.g. --set max_steps=2000 "
+                          "(`deeplinear run NAME --print-config` shows the keys)")
     if len(parts) > MAX_NESTING:
         raise _nesting_error(f"--set {short_key(key)}")
     raw = raw.strip()

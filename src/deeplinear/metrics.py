@@ -5,6 +5,20 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+__all__ = [
+    "det_sign",
+    "distance_to_rank",
+    "effective_rank",
+    "frobenius_norm",
+    "normalized_reconstruction_error",
+    "nuclear_norm",
+    "rank",
+    "reconstruction_error",
+    "schatten_norm",
+    "singular_values",
+    "spectral_norm",
+]
+
 
 def singular_values(W: jax.Array) -> jax.Array:
     """Singular values in decreasing order."""

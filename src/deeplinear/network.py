@@ -18,6 +18,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = [
+    "balanced_from_matrix",
+    "balanced_init",
+    "balancedness",
+    "dims_of",
+    "end_to_end",
+    "factor_gradients",
+    "Factors",
+    "gaussian_init",
+    "identity_init",
+    "imbalance",
+    "orthogonal_init",
+    "partial_product",
+    "with_det_sign",
+]
+
 Factors = tuple[jax.Array, ...]
 
 

@@ -23,6 +23,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = [
+    "completion_2x2",
+    "completion_dxd",
+    "CustomLoss",
+    "low_rank_ground_truth",
+    "LpRegression",
+    "MatrixCompletion",
+    "MatrixSensing",
+    "Problem",
+    "Reduction",
+    "sample_completion",
+    "sample_sensing",
+    "WhitenedSquare",
+]
+
 Reduction = Literal["mean", "half_mean", "half_sum"]
 _REDUCTIONS = ("mean", "half_mean", "half_sum")
 

@@ -23,6 +23,11 @@ from deeplinear.dynamics import end_to_end_flow, end_to_end_update
 from deeplinear.problems import Problem
 from deeplinear.train import FlowResult, MetricFn, Schedule, TrainResult, integrate, iterate
 
+__all__ = [
+    "end_to_end_descent",
+    "end_to_end_gradient_flow",
+]
+
 
 def _validate(W0: jax.Array, problem: Problem, depth: int) -> jax.Array:
     if not isinstance(problem, Problem):

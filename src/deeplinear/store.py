@@ -47,11 +47,41 @@ from deeplinear.experiments.base import (
     FINISHED,
     Divergence,
     Experiment,
+    Headline,
     NullProgress,
     Progress,
+    Reported,
     Results,
     Status,
 )
+
+__all__ = [
+    "atomic_write",
+    "check_output",
+    "claim",
+    "clean_partials",
+    "clean_temp",
+    "divergence_lines",
+    "execute_run",
+    "is_finished",
+    "is_ours",
+    "jsonable",
+    "load_arrays",
+    "load_results",
+    "MARKER",
+    "OutputError",
+    "PARTIAL",
+    "read_json",
+    "read_status",
+    "read_table",
+    "RunOutcome",
+    "save_arrays",
+    "STATUSES",
+    "SweepIndex",
+    "table_csv",
+    "TERMINAL",
+    "write_json",
+]
 
 TERMINAL = tuple(str(s) for s in FINISHED)
 STATUSES = tuple(str(s) for s in Status)
@@ -336,10 +366,13 @@ def _save_results(
         tmp / "summary.json",
         {
             "experiment": experiment.name,
+            "question": experiment.question,
+            "headline": [asdict(h) for h in results.headline],
+            "reported": {k: asdict(r) if isinstance(r, Reported) else {"value": r, "where": ""}
+                         for k, r in experiment.reported.items()},
             "summary": results.summary,
             "notes": results.notes,
             "divergences": [asdict(d) for d in results.divergences],
-            "reported": experiment.reported,
         },
     )
     fig_dir = tmp / "figures"
@@ -461,7 +494,11 @@ def load_results(run_dir: str | Path) -> Results:
     summary = read_json(run_dir / "summary.json")
     tables = {p.stem: read_table(p) for p in sorted(run_dir.glob("*.csv"))}
     arrays = load_arrays(run_dir / "arrays.npz")
-    return Results(tables=tables, arrays=arrays, summary=summary["summary"], notes=summary["notes"])
+    headline = [Headline(**{**h, "value": tuple(h["value"]) if isinstance(h["value"], list)
+                            else h["value"]}) for h in summary.get("headline", [])]
+    divergences = [Divergence(**d) for d in summary.get("divergences", [])]
+    return Results(tables=tables, arrays=arrays, summary=summary["summary"], notes=summary["notes"],
+                   headline=headline, divergences=divergences)
 
 
 def clean_partials(root: Path, prefix: str | None = None) -> int:

@@ -4,21 +4,20 @@ A sweep folder holds ``index.sqlite`` (one row per run, see :class:`deeplinear.s
 and ``runs/<run_id>/`` (one run folder each). The run id is a hash of the experiment name and the
 merged config, so re-running the same grid finds the runs already finished and only runs the rest.
 
-Seeds: when an experiment's config model has a ``seeds: list[int]`` field it batches replicas
-itself (``vmap`` over a leading axis, e.g. ``train_replicas``); the sweep then makes ONE run per
-grid point with ``seeds = [...]``. Otherwise, if the model has ``seed: int``, each seed is its
-own run.
+Seeds, one convention for every experiment: ``seed`` is the base seed of a run and ``seeds`` (where
+an experiment has replicas inside one run, e.g. vmapped GD) the number of replicas, which use
+``seed, seed + 1, ...``. A grid's ``seeds = [...]`` makes one run per listed base seed.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import itertools
 import multiprocessing
 import os
 import time
-import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,26 @@ from deeplinear.store import (
     is_finished,
     read_status,
 )
+
+__all__ = [
+    "build_spec",
+    "DASK_CONNECT_TIMEOUT",
+    "expand",
+    "get_experiment",
+    "Grid",
+    "GRID_KEYS",
+    "load_experiments",
+    "load_grid",
+    "MAX_RUNS",
+    "PLUGIN_ENV",
+    "preset_of",
+    "run_spec",
+    "run_sweep",
+    "RunSpec",
+    "suggest_experiment",
+    "SweepResult",
+    "varying_values",
+]
 
 PLUGIN_ENV = "DEEPLINEAR_EXPERIMENTS"
 DASK_CONNECT_TIMEOUT = "20s"
@@ -92,9 +111,24 @@ def get_experiment(name: str, module: str | None = None) -> Experiment:
         _import_plugin(module, f"experiment {short(name)}")
     if name not in registry:
         known = one_line(", ".join(sorted(registry)) or "none", 150)
-        raise ConfigError(f"experiment {short(name)} is not registered (known: {known}); "
+        guess = suggest_experiment(name, registry)
+        hint = f"; did you mean {short(guess)}?" if guess is not None else ""
+        raise ConfigError(f"experiment {short(name)} is not registered{hint} (known: {known}); "
                           "see `deeplinear list`")
     return registry[name]
+
+
+def suggest_experiment(name: str, known: Iterable[str]) -> str | None:
+    """The registered name ``name`` was probably meant to be: the same name in another case
+    (``Fig3`` -> ``fig3``), else the closest by :func:`difflib.get_close_matches`; ``None``."""
+    by_lower: dict[str, str] = {}
+    for k in sorted(known):
+        by_lower.setdefault(k.lower(), k)
+    wanted = name[:100].lower()
+    if wanted in by_lower:
+        return by_lower[wanted]
+    close = difflib.get_close_matches(wanted, list(by_lower), n=1)
+    return by_lower[close[0]] if close else None
 
 
 def preset_of(experiment: Experiment, preset: str) -> dict[str, Any]:
@@ -216,14 +250,11 @@ def expand(grid: Grid, *, preset: str | None = None, sets: Iterable[str] = ()) -
     )
     if grid.seeds is None:
         seed_layers: list[dict[str, Any]] = [{}]
-    elif "seeds" in fields and typing.get_origin(fields["seeds"].annotation) is list:
-        seed_layers = [{"seeds": list(grid.seeds)}]
     elif "seed" in fields:
         seed_layers = [{"seed": s} for s in grid.seeds]
     else:
-        raise ConfigError(
-            f"seeds: experiment {exp.name!r} has neither 'seed: int' nor 'seeds: list[int]'"
-        )
+        raise ConfigError(f"seeds: experiment {exp.name!r} has no 'seed' field (every experiment "
+                          "takes a base seed 'seed'; add one to its config model)")
     keys = list(grid.grid)
     specs: dict[str, RunSpec] = {}
     for values in itertools.product(*(grid.grid[k] for k in keys)):
@@ -233,6 +264,31 @@ def expand(grid: Grid, *, preset: str | None = None, sets: Iterable[str] = ()) -
             rid = run_id(exp.name, config)
             specs[rid] = RunSpec(exp.name, config_dict(config), rid, exp.run.__module__)
     return list(specs.values())
+
+
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are values, not tables)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def varying_values(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What tells the runs of a sweep apart: ``run_id -> {key: value}`` for the config keys
+    (dotted, in config order) whose values differ between the runs in ``configs`` (``run_id ->
+    config``), e.g. the grid's keys and ``seed``. One run, or identical configs: no keys."""
+    flat = {rid: _flat(cfg) for rid, cfg in configs.items()}
+    keys: list[str] = []
+    for f in flat.values():
+        keys += [k for k in f if k not in keys]
+    missing = object()
+    varying = [k for k in keys
+               if len({repr(f.get(k, missing)) for f in flat.values()}) > 1]
+    return {rid: {k: f.get(k) for k in varying} for rid, f in flat.items()}
 
 
 def run_spec(spec: RunSpec, runs_root: str) -> RunOutcome:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -31,41 +29,6 @@ def check_depths(name: str, depths: Sequence[int], minimum: int = 1) -> list[int
     if len(set(depths)) != len(depths):
         raise ValueError(f"{name} must not repeat a depth, got {depths}")
     return sorted(depths)
-
-
-def pyplot():
-    """matplotlib's pyplot on the Agg backend, with the paper style used by these figures."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update(
-        {
-            "font.size": 10,
-            "axes.titlesize": 10,
-            "axes.labelsize": 10,
-            "legend.fontsize": 8,
-            "axes.grid": True,
-            "grid.alpha": 0.3,
-        }
-    )
-    return plt
-
-
-def save(fig: Any, out_dir: Path, stem: str) -> list[Path]:
-    """Write ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` under ``out_dir``; close it."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in ("png", "pdf"):
-        path = out_dir / f"{stem}.{ext}"
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-        paths.append(path)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return paths
 
 
 def fmt(x: float) -> str:

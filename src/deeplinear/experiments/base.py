@@ -11,6 +11,22 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import BaseModel
 
+__all__ = [
+    "agreement",
+    "Divergence",
+    "Experiment",
+    "FINISHED",
+    "Headline",
+    "NullProgress",
+    "Progress",
+    "ProgressHandle",
+    "register",
+    "Reported",
+    "Results",
+    "Status",
+    "step_bar",
+]
+
 
 class ProgressHandle(Protocol):
     def advance(self, n: int = 1) -> None: ...
@@ -81,6 +97,63 @@ class Divergence:
         return f"{self.run}: diverged{at}"
 
 
+Number = float | int
+Value = Number | str | tuple[Number, ...] | None
+
+
+@dataclass(frozen=True)
+class Reported:
+    """A value the notes report: the number, where it comes from and on what setup, and the band
+    within which a measurement on the same setup agrees with it.
+
+    ``factor``: agreement means ``value / factor <= measured <= value * factor`` (elementwise for
+    a tuple); ``None`` where no band is meaningful (e.g. numbers read off a figure of another
+    random draw): the pair is shown, not judged.
+    """
+
+    value: Number | tuple[Number, ...]
+    where: str
+    factor: float | None = None
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One of the few measured quantities that answer an experiment's question.
+
+    ``key`` is the notes' key when the notes report the quantity (see ``Experiment.reported``);
+    ``measured_on`` names the data and setup (a stand-in dataset is named as such);
+    ``not_comparable`` says why the notes' value is not comparable with this measurement (a
+    different dataset or size), or is ``None`` when it is. ``value`` is ``None`` when the
+    quantity does not exist in this run (a level never reached, a diverged sub-run).
+    """
+
+    key: str
+    value: Value
+    description: str
+    measured_on: str
+    not_comparable: str | None = None
+
+
+def agreement(reported: Reported, headline: Headline) -> tuple[str, str]:
+    """``(verdict, detail)`` of a measured headline against the notes' reported value: verdict is
+    "within band", "differs", "shown only", "not comparable" or "no value"."""
+    if headline.not_comparable:
+        return "not comparable", headline.not_comparable
+    if headline.value is None:
+        return "no value", "not measured in this run (not reached, or diverged)"
+    if reported.factor is None:
+        return "shown only", "no meaningful band (see where the notes' value comes from)"
+    got = headline.value if isinstance(headline.value, tuple) else (headline.value,)
+    want = reported.value if isinstance(reported.value, tuple) else (reported.value,)
+    if len(got) != len(want) or not all(isinstance(v, int | float) for v in (*got, *want)):
+        return "shown only", "values of different shapes or kinds"
+    ratios = [g / w if w else float("inf") for g, w in zip(got, want, strict=True)]
+    worst = max(ratios, key=lambda r: abs(np.log(r)) if r > 0 else np.inf)
+    within = all(r > 0 and 1 / reported.factor <= r <= reported.factor for r in ratios)
+    detail = f"measured/reported = {worst:.3g} (band: within a factor {reported.factor:g})"
+    return ("within band" if within else "differs"), detail
+
+
 @dataclass
 class Results:
     """What an experiment returns.
@@ -88,8 +161,10 @@ class Results:
     Attributes:
         tables: named metric tables, each a list of rows of scalars (saved as CSV).
         arrays: named arrays (saved into one ``.npz``).
-        summary: headline numbers, compared with ``Experiment.reported`` in the report. A value
-            that does not exist (a diverged sub-run, a level never reached) is ``None``.
+        summary: every scalar the run measured (its details). A value that does not exist (a
+            diverged sub-run, a level never reached) is ``None``.
+        headline: the few quantities that answer the experiment's question (:class:`Headline`),
+            compared with ``Experiment.reported`` in the report.
         notes: free-text remarks (e.g. detected sign flips).
         divergences: the training sub-runs that diverged (see :meth:`diverged`).
         subruns: how many training sub-runs the experiment made (0: not counted).
@@ -98,6 +173,7 @@ class Results:
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     summary: dict[str, float | int | str | None] = field(default_factory=dict)
+    headline: list[Headline] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     divergences: list[Divergence] = field(default_factory=list)
     subruns: int = 0
@@ -120,7 +196,12 @@ class Results:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A named, registered experiment (one per figure of the notes)."""
+    """A named, registered experiment (one per figure of the notes).
+
+    ``question``: the question the figure answers, in one sentence (the report's first line);
+    ``reported``: the notes' values by headline key (every key must appear in the headline of
+    every run, measured or marked not comparable).
+    """
 
     name: str
     description: str
@@ -129,7 +210,8 @@ class Experiment:
     plot: Callable[[Results, Path], list[Path]]
     quick: dict[str, Any] = field(default_factory=dict)
     paper: dict[str, Any] = field(default_factory=dict)
-    reported: dict[str, Any] = field(default_factory=dict)
+    reported: dict[str, Reported] = field(default_factory=dict)
+    question: str = ""
 
 
 REGISTRY: dict[str, Experiment] = {}

@@ -32,10 +32,32 @@ def _plain(x: Any) -> Any:
     return _plain(arr.tolist())
 
 
+DEFAULT_COMPARISON = "measured <= tolerance"
+"""The relation most checks test (an error or gap that must be small); :class:`Outcome`'s default."""
+
+RELATIONS: tuple[str, ...] = (
+    "measured <= tolerance",
+    "measured > tolerance",
+    "measured <= predicted",
+    "measured >= predicted",
+    "measured >= predicted - tolerance",
+    "|measured - predicted| <= tolerance",
+    "|measured - predicted| <= tolerance and predicted < 0",
+)
+"""The relations between ``measured``, ``predicted`` and ``tolerance`` that a check's
+``comparison`` states. A comparison is one of these, or one of these followed by :data:`ALSO`
+and a condition the three numbers do not show (its values are in ``params["diagnostics"]``);
+``passed`` is then the relation AND that condition."""
+
+ALSO = "; also "
+
+
 @dataclass
 class CheckResult:
-    """Outcome of one check: ``measured`` is compared with ``predicted`` within ``tolerance``
-    (the relation is stated in ``statement``); ``params`` records seed, sizes and diagnostics."""
+    """Outcome of one check: ``passed`` says whether ``comparison`` (e.g. ``measured <=
+    tolerance``, one of :data:`RELATIONS`, maybe with an ``; also ...`` condition) held for
+    ``measured``, ``predicted`` and ``tolerance``; ``statement`` is what the notes claim, and
+    ``params`` records seed, sizes and diagnostics."""
 
     name: str
     statement: str
@@ -44,15 +66,18 @@ class CheckResult:
     tolerance: float
     passed: bool
     params: dict[str, Any] = field(default_factory=dict)
+    comparison: str = DEFAULT_COMPARISON
 
     def as_dict(self) -> dict[str, Any]:
-        """Exactly the keys name, statement, measured, predicted, tolerance, passed, params."""
+        """Exactly the keys name, statement, measured, predicted, tolerance, comparison, passed,
+        params."""
         out = {
             "name": self.name,
             "statement": self.statement,
             "measured": _finite_or_none(self.measured),
             "predicted": _finite_or_none(self.predicted),
             "tolerance": _finite_or_none(self.tolerance),
+            "comparison": self.comparison,
             "passed": bool(self.passed),
             "params": _plain(self.params),
         }
@@ -67,13 +92,18 @@ def _finite_or_none(x: Any) -> float | None:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a check function returns; the registry wraps it into a :class:`CheckResult`."""
+    """What a check function returns; the registry wraps it into a :class:`CheckResult`.
+
+    ``comparison`` states the relation ``passed`` was computed from (see :data:`RELATIONS`);
+    the default, ``measured <= tolerance``, fits the checks whose ``passed`` is
+    ``measured <= tolerance``; every other check sets it."""
 
     measured: float
     predicted: float
     tolerance: float
     passed: bool
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    comparison: str = DEFAULT_COMPARISON
 
 
 @dataclass(frozen=True)
@@ -106,6 +136,7 @@ class Check:
             tolerance=float(out.tolerance),
             passed=bool(out.passed),
             params=record,
+            comparison=out.comparison,
         )
 
 

@@ -13,6 +13,15 @@ from deeplinear import dynamics as dyn
 from deeplinear.theory import _ref as ref
 from deeplinear.theory._base import Outcome, check
 
+__all__ = [
+    "convex_gf_rate",
+    "deficiency_margin_distance",
+    "failure_without_margin",
+    "gd_convergence_constants",
+    "gf_convergence_rate",
+    "gf_limit_is_critical",
+]
+
 
 def _sigma_min(A):
     return float(np.linalg.svd(A, compute_uv=False)[-1])
@@ -77,7 +86,9 @@ def deficiency_margin_distance(seed: int = 0, shape: tuple = (3, 3), c: float = 
     ok = measured <= tolerance and has_margin
     return Outcome(measured, formula, tolerance, ok,
                    {"surgery_distance_gap": surgery_gap, "sampled_shortfall": shortfall,
-                    "margin_violations": violations, "margin_point_has_margin": bool(has_margin)})
+                    "margin_violations": violations, "margin_point_has_margin": bool(has_margin)},
+                   comparison="measured <= tolerance; also the sampled W with margin c has "
+                              "deficiency_margin >= c (predicted: the formula's distance)")
 
 
 @check("gf_convergence_rate", "§2.11 Theorem (GF, arbitrary depth)",
@@ -172,7 +183,9 @@ def gd_convergence_constants(seed: int = 0, dims: tuple = (2, 3, 2), margin: flo
                    {"steps": chunk * n_records, "lr": lr, "lr_bound": lr_bound, "delta": delta,
                     "delta_bound": delta_bound, "actual_margin": actual_margin,
                     "assumptions_hold": assumptions,
-                    "phi0": phi0, "eps": eps})
+                    "phi0": phi0, "eps": eps},
+                   comparison="measured <= predicted; also the theorem's hypotheses hold "
+                              "(δ, η and the margin within their bounds)")
 
 
 @check("failure_without_margin", "§2.11 necessity of the margin, E4b",
@@ -192,7 +205,8 @@ def failure_without_margin(seed: int = 0, dims: tuple = (2, 2, 2, 2), det_sign: 
     measured = float(np.min(values))
     smin = _sigma_min(ref.product(traj[-1]))
     return Outcome(measured, 0.5, tolerance, measured >= 0.5 - tolerance,
-                   {"final_sigma_min": smin, "final_det": float(np.linalg.det(ref.product(traj[-1])))})
+                   {"final_sigma_min": smin, "final_det": float(np.linalg.det(ref.product(traj[-1])))},
+                   comparison="measured >= predicted - tolerance")
 
 
 @check("convex_gf_rate", "Exercise 7",

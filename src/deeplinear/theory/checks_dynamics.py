@@ -11,6 +11,19 @@ from deeplinear import dynamics as dyn
 from deeplinear.theory import _ref as ref
 from deeplinear.theory._base import Outcome, check
 
+__all__ = [
+    "balancedness_conserved",
+    "balancedness_decay",
+    "discrete_rule",
+    "key_lemma",
+    "not_a_gradient_field",
+    "preconditioner_spectrum",
+    "scalar_network",
+    "single_output_depth2",
+    "single_output_form",
+    "theorem1",
+]
+
 _fractional_power = jax.jit(dyn.fractional_power)
 
 
@@ -187,7 +200,8 @@ def not_a_gradient_field(seed: int = 0, shapes: tuple = ((1, 3), (2, 2), (3, 2))
         asym.append(_jacobian_asymmetry(r.standard_normal(shape), r.standard_normal(shape),
                                         depth, h))
     measured = min(asym)
-    return Outcome(measured, tolerance, tolerance, measured > tolerance, {"asymmetry": asym})
+    return Outcome(measured, tolerance, tolerance, measured > tolerance, {"asymmetry": asym},
+                   comparison="measured > tolerance")
 
 
 @check("single_output_depth2_is_gradient", "§2.9, Exercise 14",

@@ -12,6 +12,14 @@ from deeplinear import dynamics as dyn
 from deeplinear.theory import _ref as ref
 from deeplinear.theory._base import Outcome, check
 
+__all__ = [
+    "completion_2x2_exercise",
+    "norms_to_infinity_2x2",
+    "sign_preservation",
+    "singular_value_dynamics",
+    "singular_vector_dynamics",
+]
+
 _track_triples = jax.jit(jax.vmap(dyn.track_signed_svd))
 _track = jax.jit(dyn.track_signed_svd)
 
@@ -101,7 +109,8 @@ def sign_preservation(seed: int = 0, dims: tuple = (3, 3, 3, 3), init_scale: flo
     measured = min(det_ratio, sigma_ratio)
     return Outcome(measured, 0.0, 0.0, measured > 0,
                    {"min_det_ratio": det_ratio, "min_sigma_ratio": sigma_ratio,
-                    "final_loss": loss.value(Ws[-1]), "final_det": float(dets[-1])})
+                    "final_loss": loss.value(Ws[-1]), "final_det": float(dets[-1])},
+                   comparison="measured > tolerance")
 
 
 @check("norms_to_infinity_2x2", "§2.13 Proposition (RC20), E5",
@@ -148,7 +157,10 @@ def norms_to_infinity_2x2(seed: int = 0, depth: int = 3, det_sign: int = 1,
                    {"reached_stop_loss": bool(sol.status == 1), "final_loss": ell,
                     "det_positive_throughout": det_positive, "w11_monotone": monotone,
                     "effective_rank": erank, "distance_to_rank1": float(s[-1]),
-                    "time": float(sol.t_events[0][0]) if sol.status == 1 else float(t1)})
+                    "time": float(sol.t_events[0][0]) if sol.status == 1 else float(t1)},
+                   comparison="measured >= predicted; also ℓ reached stop_loss, det > 0 "
+                              "throughout, |W11| grew monotonically and effective rank <= "
+                              "1 + erank_tolerance")
 
 
 @check("completion_2x2_exercise", "§2.13 Exercise 4",
@@ -173,4 +185,6 @@ def completion_2x2_exercise(b22: float = 0.0, x_max: float = 1e4, n_grid: int = 
     return Outcome(measured, 0.0, tolerance, ok,
                    {"norm_minimizers": {k: float(xs[np.argmin(v)]) for k, v in norms.items()},
                     "min_sigma_min_over_grid": float(np.min(s[:, 1])), "every_solution_rank2": rank2,
-                    "sigma_min_at_x_max": float(s[-1, 1])})
+                    "sigma_min_at_x_max": float(s[-1, 1])},
+                   comparison="measured <= tolerance; also every norm has a finite minimizer "
+                              "and diverges, and every W(x) has rank 2")

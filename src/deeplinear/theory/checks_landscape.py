@@ -11,6 +11,14 @@ import numpy as np
 from deeplinear.theory import _ref as ref
 from deeplinear.theory._base import Outcome, check
 
+__all__ = [
+    "nonconvexity",
+    "origin_non_strict_saddle",
+    "origin_strict_saddle",
+    "symmetric_factorization",
+    "width1_quadratic",
+]
+
 
 @check("nonconvexity", "§2.2 Proposition 1, Exercise 11",
        "If ℓ(0) > min ℓ and N >= 2, φ is non-convex: for a global minimizer (W_1*, W_2*, ...) and "
@@ -28,7 +36,8 @@ def nonconvexity(seed: int = 0, dims: tuple = (3, 4, 4, 2), target_scale: float 
     ends = max(loss.value(ref.product(a)), loss.value(ref.product(b)))
     gap = loss.value(ref.product(mid)) - ends
     return Outcome(gap, 0.5 * float(np.sum(target**2)), tolerance, gap > tolerance,
-                   {"phi_endpoints": ends, "phi_midpoint": loss.value(ref.product(mid))})
+                   {"phi_endpoints": ends, "phi_midpoint": loss.value(ref.product(mid))},
+                   comparison="measured > tolerance")
 
 
 @cache
@@ -71,7 +80,9 @@ def origin_non_strict_saddle(seed: int = 0, depth: int = 3, d0: int = 2, width: 
     saddle = small < loss.value(np.zeros_like(target))  # not a local minimum
     return Outcome(measured, 0.0, tolerance, measured <= tolerance and saddle,
                    {"phi_origin": loss.value(np.zeros_like(target)),
-                    "phi_along_minimizer_ray": small, "is_saddle": bool(saddle)})
+                    "phi_along_minimizer_ray": small, "is_saddle": bool(saddle)},
+                   comparison="measured <= tolerance; also φ falls from the origin along "
+                              "t·(W_1*, ..., W_N*) (a saddle, not a minimum)")
 
 
 @check("origin_strict_saddle_depth2", "§2.3 (depth 2)",
@@ -86,7 +97,8 @@ def origin_strict_saddle(seed: int = 0, depth: int = 2, d0: int = 2, width: int 
     lam = float(np.linalg.eigvalsh(np.asarray(H))[0])
     predicted = -float(np.linalg.svd(target, compute_uv=False)[0])  # ∇ℓ(0) = -Φ
     ok = abs(lam - predicted) <= tolerance and predicted < 0
-    return Outcome(lam, predicted, tolerance, ok, {})
+    return Outcome(lam, predicted, tolerance, ok, {},
+                   comparison="|measured - predicted| <= tolerance and predicted < 0")
 
 
 @check("symmetric_factorization", "Exercise 5",
@@ -163,4 +175,6 @@ def width1_quadratic(seed: int = 0, d: int = 3, positive_definite: bool = True,
     ok = lam_min < 0 and measured <= tolerance
     return Outcome(measured, 0.0, tolerance, ok,
                    {"hessian_lambda_min": lam_min, "n_critical_points": len(crit),
-                    "sampled_inf_phi": inf_phi})
+                    "sampled_inf_phi": inf_phi},
+                   comparison="measured <= tolerance; also the Hessian at a random point has a "
+                              "negative eigenvalue (φ is non-convex)")

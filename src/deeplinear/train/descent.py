@@ -27,6 +27,11 @@ from deeplinear.train._engine import (
 )
 from deeplinear.train.optimizers import _OPTIMIZERS, OPTIMIZERS, make_optimizer
 
+__all__ = [
+    "train",
+    "train_replicas",
+]
+
 
 def _factor_update(problem, optimizer, weight_decay):
     def update(state):

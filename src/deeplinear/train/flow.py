@@ -17,6 +17,13 @@ from deeplinear.problems import Problem
 from deeplinear.train._engine import MetricFn, _finite, _record
 from deeplinear.train.descent import _validate_train
 
+__all__ = [
+    "FlowResult",
+    "gradient_flow",
+    "integrate",
+    "SOLVERS",
+]
+
 _SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "tsit5": diffrax.Tsit5,
     "dopri5": diffrax.Dopri5,

@@ -9,6 +9,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+__all__ = [
+    "group_rmsprop",
+    "GroupRMSpropState",
+    "make_optimizer",
+    "OPTIMIZERS",
+]
+
 
 class GroupRMSpropState(NamedTuple):
     count: jax.Array
