@@ -34,7 +34,7 @@ def test_diverged_runs_are_flagged_and_store_no_nan(name, tmp_path):
     status = json.loads((out / "status.json").read_text())
     assert status["status"] == want and status["divergences"]
     for path in out.rglob("*.json"):  # strict JSON: NaN/Infinity literals would not parse
-        json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in {path}"))
+        json.loads(path.read_text(), parse_constant=lambda c, p=path: pytest.fail(f"{c} in {p}"))
     for path in out.rglob("*.csv"):
         for row in csv.reader(path.read_text().splitlines()):
             assert not {c.strip().lower() for c in row} & {"nan", "inf", "-inf"}, path

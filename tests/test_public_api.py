@@ -22,3 +22,12 @@ def test_every_public_module_has_a_complete_all():
         assert exported is not None, f"{name} has no __all__"
         for item in exported:
             assert hasattr(module, item), f"{name}.__all__ names {item!r}, which is not defined"
+
+
+def test_submodules_are_not_shadowed_by_functions():
+    """``from deeplinear import train`` must give the module (its functions live inside it)."""
+    import types
+
+    from deeplinear import train
+
+    assert isinstance(train, types.ModuleType) and callable(train.train)

@@ -9,8 +9,8 @@ The public API, in one place (each name is documented where it is defined):
   :class:`MatrixSensing`, :class:`MatrixCompletion`, :class:`CustomLoss` and the generators
   :func:`low_rank_ground_truth`, :func:`sample_completion`, :func:`sample_sensing`
   (``deeplinear.problems``);
-* training: :func:`train`, :func:`train_replicas`, :func:`gradient_flow`, :class:`Schedule`
-  (``deeplinear.train``); the end-to-end dynamics: :func:`end_to_end_descent`,
+* training: the module ``deeplinear.train`` (``train``, ``train_replicas``, ``gradient_flow``,
+  ``Schedule``); the end-to-end dynamics: :func:`end_to_end_descent`,
   :func:`end_to_end_gradient_flow` (``deeplinear.simulate``) and the vector fields of
   ``deeplinear.dynamics``;
 * measuring: ``deeplinear.metrics`` (norms, ranks, errors) and ``deeplinear.curves`` (reading
@@ -50,7 +50,6 @@ from deeplinear.problems import (  # noqa: E402
     sample_sensing,
 )
 from deeplinear.simulate import end_to_end_descent, end_to_end_gradient_flow  # noqa: E402
-from deeplinear.train import Schedule, gradient_flow, train, train_replicas  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -63,7 +62,6 @@ __all__ = [
     "LpRegression",
     "MatrixCompletion",
     "MatrixSensing",
-    "Schedule",
     "WhitenedSquare",
     "__version__",
     "balanced_init",
@@ -72,15 +70,12 @@ __all__ = [
     "end_to_end_descent",
     "end_to_end_gradient_flow",
     "gaussian_init",
-    "gradient_flow",
     "identity_init",
     "imbalance",
     "low_rank_ground_truth",
     "orthogonal_init",
     "sample_completion",
     "sample_sensing",
-    "train",
-    "train_replicas",
     "with_det_sign",
     *_SUBMODULES,
 ]
