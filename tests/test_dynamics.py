@@ -263,10 +263,12 @@ _FP = jax.jit(dyn.fractional_power)
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), a=st.floats(0.0, 2.0), b=st.floats(0.0, 2.0),
-       rank=st.integers(1, 3))
+@given(seed=st.integers(0, 10_000), a=st.floats(0.0, 2.0, allow_subnormal=False),
+       b=st.floats(0.0, 2.0, allow_subnormal=False), rank=st.integers(1, 3))
 def test_fractional_power_semigroup_and_psd(seed, a, b, rank):
-    """[A]^a [A]^b = [A]^{a+b} and [A]^a is PSD, also for singular A (null space: 0^0 = 1)."""
+    """[A]^a [A]^b = [A]^{a+b} and [A]^a is PSD, also for singular A (null space: 0^0 = 1).
+
+    Subnormal exponents are excluded: XLA on CPU flushes them to 0, so [A]^{1e-308} is [A]^0."""
     B = _rng(seed).standard_normal((3, rank))
     A = B @ B.T
     Pa, Pb, Pab = (np.asarray(_FP(A, x)) for x in (a, b, a + b))

@@ -76,7 +76,8 @@ def fractional_power(A: jax.Array, alpha: float | jax.Array) -> jax.Array:
     """``[A]^alpha = Q Λ^alpha Qᵀ`` for PSD ``A`` (§2.0), with ``[A]^0 = I`` on the null space.
 
     Computed by ``eigh`` of the symmetrized matrix; negative (and rounding-level) eigenvalues are
-    clipped to 0 (§4 pitfall 1). ``alpha`` must be >= 0.
+    clipped to 0 (§4 pitfall 1). ``alpha`` must be >= 0 (a subnormal ``alpha`` counts as 0: XLA
+    flushes subnormal numbers to zero on CPU).
     """
     if isinstance(alpha, int | float) and alpha < 0:
         raise ValueError(f"alpha must be >= 0 (fractional power of a PSD matrix), got {alpha!r}")

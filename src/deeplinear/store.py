@@ -61,6 +61,7 @@ __all__ = [
     "claim",
     "clean_partials",
     "clean_temp",
+    "csv_cell",
     "divergence_lines",
     "execute_run",
     "is_finished",
@@ -292,21 +293,22 @@ def table_csv(rows: list[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def read_table(path: Path) -> list[dict[str, Any]]:
-    """Read a CSV written by :func:`table_csv`, turning numeric cells back into floats/ints and
-    empty cells into ``None``."""
-    def cell(text: str) -> Any:
-        if text == "":
-            return None
-        for kind in (int, float):
-            try:
-                return kind(text)
-            except ValueError:
-                pass
-        return text
+def csv_cell(text: str) -> Any:
+    """A cell of :func:`table_csv` back as an int, float, ``None`` (empty) or text."""
+    if text == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
+
+def read_table(path: Path) -> list[dict[str, Any]]:
+    """Read a CSV written by :func:`table_csv` (cells through :func:`csv_cell`)."""
     with open(path, newline="") as fh:
-        return [{k: cell(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        return [{k: csv_cell(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def save_arrays(arrays: Mapping[str, Any]) -> bytes:

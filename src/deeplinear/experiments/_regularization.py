@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
-
-
-def check_positive(name: str, value: float) -> float:
-    """``value`` as a finite number > 0 (booleans are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-        math.isfinite(value) and value > 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
 
 
 def check_depths(name: str, depths: Sequence[int], minimum: int = 1) -> list[int]:

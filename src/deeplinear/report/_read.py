@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deeplinear.store import PARTIAL
+from deeplinear.store import PARTIAL, csv_cell
 
 VERIFY_FILE = "verify.json"
 REPORT_FILES = ("report.html", "report.md")
@@ -158,15 +158,6 @@ def _read_json(path: Path, name: str, expect: type) -> Any:
     return value
 
 
-def _cell_value(text: str) -> Any:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _read_csv(path: Path, name: str) -> list[dict[str, Any]]:
     """A metric table written by the store: a header, then rows of as many cells."""
     text = _read_text(path, name)
@@ -185,7 +176,7 @@ def _read_csv(path: Path, name: str) -> list[dict[str, Any]]:
                 raise _DamageError(f"{name} is not valid CSV, truncated or corrupt (line "
                                    f"{reader.line_num} has {len(row)} cells, the header "
                                    f"{len(header)})")
-            rows.append({h: _cell_value(v) for h, v in zip(header, row, strict=True)})
+            rows.append({h: csv_cell(v) for h, v in zip(header, row, strict=True)})
     except csv.Error as err:
         raise _DamageError(f"{name} is not valid CSV (line {reader.line_num}: "
                            f"{short(err, 80)})") from None

@@ -49,7 +49,7 @@ font-size:.8em;vertical-align:middle;margin-left:.4em}
 .s-done{background:#dfd;color:#060}.s-partial{background:#fff4d6;color:#850}
 .s-diverged,.s-failed,.s-running,.s-pending{background:#fdd;color:#a00}
 nav.toc{background:#fafafa;border:1px solid #e3e3e3;padding:.3em 1.2em}
-nav.toc li{margin:.15em 0}
+nav.toc li{margin:.15em 0}nav.toc h2{margin-top:.6em}
 pre{background:#f7f7f7;padding:.5em;white-space:pre-wrap;overflow-wrap:anywhere}
 figure{margin:1em 0}img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.85em}details{margin:.4em 0}summary{cursor:pointer}
