@@ -86,7 +86,7 @@ def main() -> None:
         tol, seed, ts, ta, tc, sp, rel, ia, isc, va, vs = row
         lines.append(f"| {tol:g} | {seed} | {ts:.2f} | {ta:.3f} | {tc:.2f} | {sp:.1f}x | {rel:.1e} "
                      f"| {ia} | {isc} | {va:.1e} | {vs:.1e} |\n")
-    lines.append("\nTargets (issue 4): speed-up >= 5x, nuclear norms agree to 1e-4 relative.\n")
+    lines.append("\nTargets: speed-up >= 5x, nuclear norms agree to 1e-4 relative.\n")
     write_section("bench_nuclear", "".join(lines))
 
 

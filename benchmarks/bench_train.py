@@ -1,4 +1,4 @@
-"""Steps per second of depth-3 gradient descent, measured side by side in one run (issue 2, item 7).
+"""Steps per second of depth-3 gradient descent, measured side by side in one run.
 
 (a) 2x2 completion ([[*, 1], [1, 0]]) and (b) 100x100 rank-5 completion with 2000 observations,
 float64. For each: ``deeplinear.train`` (one jitted scan/while program), a reference-style eager
@@ -125,7 +125,7 @@ def main() -> None:
         "Command: `.venv/bin/python benchmarks/bench_train.py` (best of "
         f"{REPEATS} repeats after a compiling warm-up; all three loops measured in the same run).\n\n"
         f"{table}\n\n"
-        "Targets (issue 2): (a) deeplinear / NumPy >= 100x; (b) floor / deeplinear <= 1.3x.\n"
+        "Targets: (a) deeplinear / NumPy >= 100x; (b) floor / deeplinear <= 1.3x.\n"
     )
     write_section("bench_train", section)
 

@@ -1,0 +1,801 @@
+"""Write the numbers the documentation quotes from saved results, and check that they still match.
+
+    python scripts/docs_numbers.py            # rewrite every marked block in README.md and docs/*.md
+    python scripts/docs_numbers.py --check    # print a diff and exit 1 when a block is stale
+    python scripts/docs_numbers.py --collect runs/demo [--load-log FILE]
+                                              # save a finished `deeplinear reproduce` run first
+    python scripts/docs_numbers.py --collect-run runs/NAME NAME   # save one more run folder
+    python scripts/docs_numbers.py --time-tests   # run the default test suite, save its timing
+
+A marked block in a Markdown file is
+
+    <!-- numbers:NAME -->
+    ... generated text (a table or sentences) ...
+    <!-- /numbers -->
+
+and its text is produced by ``BLOCKS[NAME]`` from the saved files alone:
+
+* ``docs/results/default/<experiment>/summary.json``, ``status.json`` and the metric tables
+  (``*.csv``) of the default-size run of each experiment, ``docs/results/default/verify.json``
+  (the theory checks) and ``docs/results/default/run.json`` (machine, date, load, wall time), all
+  written by ``--collect`` from the output folder of ``deeplinear reproduce``;
+* ``docs/results/fig2-paper-summary.csv`` and ``docs/results/fig3-paper-runs.csv`` (paper-size
+  runs of Figures 2 and 3), other single runs saved by ``--collect-run``, and
+  ``docs/results/test-suite.json`` (the test suite's wall time, written by ``--time-tests``).
+
+The notes' reported values come from the ``reported`` entry of the saved ``summary.json`` (the
+experiment's own record of them), never from this script. ``tests/test_docs.py`` runs the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import difflib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+DEFAULT = RESULTS / "default"
+EXPERIMENTS = ("fig1-regression", "fig1-cnn", "fig2", "fig3", "norms")
+
+BLOCK_RE = re.compile(r"(<!-- numbers:([a-z0-9-]+) -->\n)(.*?)(<!-- /numbers -->)", re.S)
+
+
+def doc_files(root: Path = ROOT) -> list[Path]:
+    """The Markdown files that may hold blocks: README.md and docs/*.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+# --------------------------------------------------------------------------- saved results
+
+
+class Saved:
+    """Read-only access to the saved results under ``results`` (default: docs/results)."""
+
+    def __init__(self, results: Path = RESULTS) -> None:
+        self.results = results
+        self.default = results / "default"
+
+    def _json(self, path: Path) -> Any:
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def _dir(self, run: str) -> Path:
+        """An experiment of the default run, or another saved run folder (docs/results/<run>)."""
+        return self.default / run if run in EXPERIMENTS else self.results / run
+
+    def summary(self, run: str) -> dict[str, Any]:
+        return self._json(self._dir(run) / "summary.json")
+
+    def status(self, run: str) -> dict[str, Any]:
+        return self._json(self._dir(run) / "status.json")
+
+    def table(self, run: str, name: str) -> list[dict[str, Any]]:
+        return read_csv(self._dir(run) / f"{name}.csv")
+
+    def verify(self) -> list[dict[str, Any]]:
+        return self._json(self.default / "verify.json")
+
+    def run(self) -> dict[str, Any]:
+        return self._json(self.default / "run.json")
+
+    def paper_csv(self, name: str) -> list[dict[str, Any]]:
+        return read_csv(self.results / name)
+
+    def measured(self, exp: str) -> dict[str, Any]:
+        """Every measured value of a run: the summary, overridden by the headline values."""
+        s = self.summary(exp)
+        return {**s["summary"], **{h["key"]: h["value"] for h in s["headline"]}}
+
+    def reported(self, exp: str, key: str) -> Any:
+        return self.summary(exp)["reported"][key]["value"]
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    def cell(text: str) -> Any:
+        if text == "":
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    with path.open(newline="", encoding="utf-8") as f:
+        return [{k: cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def sci(x: float | None, sig: int = 3) -> str:
+    """``4.27e-2`` style (no zero-padded exponent); "-" for a missing value."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    mant, exp = f"{x:.{sig - 1}e}".split("e")
+    return f"{mant}e{int(exp)}"
+
+
+def num(x: float | None, sig: int = 3) -> str:
+    """A plain number with ``sig`` significant digits for values in [0.01, 1e5), else ``sci``."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    if x == 0:
+        return "0"
+    if 1e-2 <= abs(x) < 1e5:
+        digits = max(sig - 1 - math.floor(math.log10(abs(x))), 0)
+        text = f"{x:,.{digits}f}" if abs(x) >= 1e4 else f"{x:.{digits}f}"
+        return text
+    return sci(x, sig)
+
+
+def err(x: float | None) -> str:
+    """A reconstruction error: 3 significant digits, plain above 0.1."""
+    return num(x) if x is not None and abs(x) >= 0.1 else sci(x)
+
+
+def seconds(s: float) -> str:
+    s = round(s)
+    return f"{s} s" if s < 120 else f"{s // 60} min {s % 60:02d} s"
+
+
+def table(header: list[str], rows: Iterable[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def span(values: Iterable[float | None], f: Callable[[float], str] = num) -> str:
+    """``a`` when all values print the same, else ``lo-hi`` (missing values left out)."""
+    vals = sorted(v for v in values if v is not None)
+    if not vals:
+        return "-"
+    lo, hi = f(vals[0]), f(vals[-1])
+    if lo == hi:
+        return lo
+    return f"{lo} to {hi}" if "e" in lo + hi else f"{lo}–{hi}"
+
+
+def given(v: float | list[float]) -> str:
+    """A value as the notes give it (``7``, ``38.5``, ``1.06e-1``)."""
+    if isinstance(v, list):
+        return ", ".join(given(x) for x in v)
+    return f"{v:g}" if 1e-2 <= abs(v) < 1e5 else sci(v)
+
+
+def level(text: str) -> str:
+    """A loss level from a key suffix: ``0.001`` -> ``1e-3``."""
+    return sci(float(text), 1).replace(".", "")
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def load_text(run: dict[str, Any], what: str = "the run") -> str:
+    """The load seen during a saved run, and what else ran, as recorded."""
+    lo, hi = run["load_1min"]
+    text = f"1-minute load average {lo:.1f}–{hi:.1f} during {what}, which it includes"
+    return text + (f"; {run['note']}" if run.get("note") else "")
+
+
+def machine_line(saved: Saved) -> str:
+    """Where and when the default runs were measured, and how loaded the machine was."""
+    run = saved.run()
+    return f"{run['machine']}, {run['date']}, {load_text(run, 'the whole default run')}"
+
+
+def block_demo_timing(saved: Saved) -> str:
+    run = saved.run()
+    parts = [f"{exp} {round(saved.status(exp)['seconds'])} s" for exp in _by_time(saved)]
+    return (f"`deeplinear reproduce --out runs/demo` (the default sizes, what `make demo` runs) took "
+            f"{seconds(run['wall_seconds'])} of wall time from the first experiment to the report: "
+            f"{', '.join(parts)}, then the theory checks in about {round(run['verify_seconds'])} s. "
+            f"Measured on a {machine_line(saved)}.")
+
+
+def _by_time(saved: Saved) -> list[str]:
+    return sorted(EXPERIMENTS, key=lambda e: -saved.status(e)["seconds"])
+
+
+def block_verify(saved: Saved) -> str:
+    checks = saved.verify()
+    failed = [c["name"] for c in checks if not c["passed"]]
+    state = "all pass" if not failed else f"{len(failed)} fail ({', '.join(failed)})"
+    return (f"**Theory checks** (`deeplinear verify`): {len(checks)} checks, {state} in the saved "
+            f"default run (about {round(saved.run()['verify_seconds'])} s; "
+            "[docs/results/default/verify.json](docs/results/default/verify.json)).")
+
+
+def block_fig2_paper(saved: Saved) -> str:
+    rows = saved.paper_csv("fig2-paper-summary.csv")
+    by = {(r["method"], r["m"]): r for r in rows}
+    seeds = {r["seeds_ok"] for r in rows}
+    names = {"nuclear": "minimum nuclear norm", "depth2": "depth 2 (matrix factorization)",
+             "depth3": "depth 3 (deep matrix factorization)"}
+    body = table(["method", "reported", f"measured (mean, [min, max] over {max(seeds)} seeds)"], (
+        [names[m], sci(saved.reported("fig2", f"recon_error_{m}_m2000")),
+         f"{sci(by[m, 2000]['recon_error_mean'])} [{sci(by[m, 2000]['recon_error_min'])}, "
+         f"{sci(by[m, 2000]['recon_error_max'])}]"] for m in names))
+    ms = sorted({r["m"] for r in rows})
+    first = min(ms)
+    recovered = next(m for m in ms if all(by[k, mm]["recon_error_max"] < 1e-3
+                                          for k in names for mm in ms if mm >= m))
+    return (body + f"\n\nAt m = {first} no method recovers the matrix (mean errors "
+            f"{span((by[k, first]['recon_error_mean'] for k in names), err)}); from m = "
+            f"{recovered} on, every method is below 1e-3 for every seed.")
+
+
+def block_fig3_paper(saved: Saved) -> str:
+    rows = saved.paper_csv("fig3-paper-runs.csv")
+    by = {(r["problem"], r["depth"]): r for r in rows}
+    depths = sorted({r["depth"] for r in rows})
+    head = ["", *[f"depth {d}" for d in depths]]
+    lines = [["reported error (completion)",
+              *[sci(saved.reported("fig3", f"recon_error_completion_depth{d}"))
+                for d in depths]]]
+    for problem in ("completion", "sensing"):
+        if all((problem, d) in by for d in depths):
+            lines.append([f"measured, {problem}", *[sci(by[problem, d]["recon_error"])
+                                                     for d in depths]])
+    deep = by["completion", max(depths)]
+    k = sum(1 for key in deep if key.startswith("sigma"))
+    top = [deep[f"sigma{i}"] for i in range(1, 6)]
+    rest = max(deep[f"sigma{i}"] for i in range(6, k + 1))
+    rep = saved.reported("fig3", "final_top5_depth3")
+    steps = ", ".join(f"{by['completion', d]['steps']:,}" for d in depths)
+    return (table(head, lines) + f"\n\nGD steps per depth: {steps}. Depth {max(depths)} "
+            f"(completion) ends with singular values {', '.join(num(v) for v in top)} and the "
+            f"other {k - 5} recorded ones at most {num(rest, 2)} (the notes' figure, for another "
+            f"ground truth: about {given(rep)}, the rest about 0).")
+
+
+def _rise(saved: Saved, depth: int, problem: str = "completion") -> list[int]:
+    s = saved.summary("fig3")["summary"]
+    out, r = [], 1
+    while f"rise_step_{problem}_depth{depth}_sigma{r}" in s:
+        out.append(s[f"rise_step_{problem}_depth{depth}_sigma{r}"])
+        r += 1
+    return out
+
+
+def block_fig3_default(saved: Saved) -> str:
+    m = saved.measured("fig3")
+    st = saved.status("fig3")
+    cfg = st["config"]
+    errs = ", ".join(f"depth {d}: {err(m.get(f'recon_error_completion_depth{d}'))} (reported "
+                     f"{sci(saved.reported('fig3', f'recon_error_completion_depth{d}'))})"
+                     for d in cfg["depths"])
+    top = m["final_top5_depth3"]
+    rise = [int(v) for v in _rise(saved, 3)[:5]]
+    rise1 = [int(v) for v in _rise(saved, 1)[:5]]
+    return (f"Default size ({', '.join(f'{s:,}' for s in cfg['steps'])} steps for depths "
+            f"{', '.join(str(d) for d in cfg['depths'])}; {round(st['seconds'])} s): completion "
+            f"errors {errs}. Depth 3 ends with top singular values "
+            f"{', '.join(num(v) for v in top)} (reported, another ground truth: "
+            f"{given(saved.reported('fig3', 'final_top5_depth3'))}). The "
+            f"first five reach half their final value at steps {', '.join(map(str, rise))} at "
+            f"depth 3, against {', '.join(map(str, rise1))} at depth 1.")
+
+
+def block_fig2_default(saved: Saved) -> str:
+    s = saved.summary("fig2")["summary"]
+    st = saved.status("fig2")
+    cfg = st["config"]
+    runs = saved.table("fig2", "runs")
+    methods = ["nuclear", *[f"depth{d}" for d in cfg["depths"]]]
+    names = {"nuclear": "min nuclear norm", "depth2": "depth 2", "depth3": "depth 3"}
+
+    def cell(method: str, m: int) -> str:
+        text = err(s.get(f"recon_error_{method}_m{m}"))
+        notes = []
+        if m == 2000:
+            text = f"**{text}**"
+            notes.append(f"reported {sci(saved.reported('fig2', f'recon_error_{method}_m2000'))}")
+        mine = [r for r in runs if r["method"] == method and r["m"] == m]
+        if any(r["status"] != "converged" for r in mine):
+            notes.append(f"loss still above {level(str(cfg['stop_loss']))} at the step limit")
+        return text + (f" ({'; '.join(notes)})" if notes else "")
+
+    body = table(["m", *[names.get(k, k) for k in methods]],
+                 ([f"**{m}**" if m == 2000 else str(m), *[cell(k, m) for k in methods]]
+                  for m in cfg["observations"]))
+    seeds = {k: [r["recon_error"] for r in runs if r["method"] == k and r["m"] == 2000]
+             for k in methods}
+    per_seed = "; ".join(f"{names.get(k, k)} {' / '.join(num(v, 2) for v in seeds[k])}"
+                         for k in methods)
+    return (f"Default size ({cfg['seeds']} seeds, m in "
+            f"{{{', '.join(str(m) for m in cfg['observations'])}}}, up to {cfg['max_steps']:,} "
+            f"steps; {round(st['seconds'])} s on a {machine_line(saved)}); mean reconstruction "
+            f"error:\n\n{body}\n\nPer seed at m = 2000: {per_seed}.")
+
+
+def _norms_rows(saved: Saved) -> list[dict[str, Any]]:
+    return saved.table("norms", "runs")
+
+
+def block_norms_readme(saved: Saved) -> str:
+    m = saved.measured("norms")
+    cfg = saved.status("norms")["config"]
+    rows = _norms_rows(saved)
+    levels = ("1e-2", "1e-3", "1e-4")
+    got = [m.get(f"abs_w11_at_loss_{x}") for x in levels]
+    rep = [saved.reported("norms", f"abs_w11_at_loss_{x}") for x in levels]
+    reached = [x for x, g in zip(levels, got, strict=True) if g is not None]
+    deep = max(cfg["depths"])
+    gf = next(r for r in rows if r["run"] == f"gf_balanced_depth{deep}")
+    gd2 = [r for r in rows if r["method"] == "GD" and r["depth"] == 2 and r.get("sign_flips")]
+    n2 = sum(1 for r in rows if r["method"] == "GD" and r["depth"] == 2)
+    rnd3 = [r for r in rows if r["method"] == "GD" and r["depth"] == 3 and r["init"] == "random"]
+    flip3 = sum(1 for r in rnd3 if r.get("sign_flips"))
+    flips = m["gf_depth3plus_sign_flips"]
+    sign = ("never changes sign" if flips == 0 else f"changes sign {flips} time(s)")
+    return (f"Gradient flow from a balanced start with det > 0 (depth {deep}) gives |W11| = "
+            f"{', '.join(num(g) for g in got if g is not None)} when the loss first reaches "
+            f"{', '.join(reached)} (reported about {given(rep)}); at its final loss "
+            f"{sci(gf['final_loss'])}, |W11| sqrt(2 loss) = {gf['w11_times_sqrt_2loss']:.3f}, and "
+            f"the determinant {sign} along gradient flow at depth >= 3. Under GD (lr "
+            f"{cfg['lr']:g}) {len(gd2)} of {n2} depth-2 runs and {flip3} of {len(rnd3)} "
+            f"random-start depth-3 runs flip the determinant's sign.")
+
+
+def block_norms_table(saved: Saved) -> str:
+    rows = _norms_rows(saved)
+    st = saved.status("norms")
+    cfg = st["config"]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        kind = ("GF" if r["method"] == "gradient flow" else "GD", r["init"], r["depth"],
+                r.get("d"))
+        groups.setdefault(kind, []).append(r)
+    lines = []
+    for (method, init, depth, d), rs in groups.items():
+        label = f"{method} {init} depth {depth}"
+        if d:
+            label = f"{method} {d}x{d} generalization, depth {depth}"
+        if len(rs) > 1:
+            label += f" ({len(rs)} seeds)"
+        ok = [r for r in rs if r.get("final_loss") is not None]
+        flips = [int(r["sign_flips"]) for r in ok]
+        lines.append([label, span((r["final_loss"] for r in ok), lambda v: sci(v, 2) if v < 0.1
+                                  else f"{v:.2g}"),
+                      span(r.get("abs_w11_at_loss_1e-02") for r in ok),
+                      span(r.get("abs_w11_at_loss_1e-03") for r in ok),
+                      span(r.get("abs_w11_at_loss_1e-04") for r in ok),
+                      span(r["abs_w11"] for r in ok),
+                      span((r["w11_times_sqrt_2loss"] for r in ok), lambda v: f"{v:.3f}"),
+                      ", ".join(map(str, flips)) if len(set(flips)) > 1 else str(flips[0])])
+    body = table(["run", "final loss", "\\|W11\\| at loss 1e-2", "at 1e-3", "at 1e-4",
+                  "final \\|W11\\|", "\\|W11\\| sqrt(2 loss)", "det sign flips"], lines)
+    return (f"Default size (depths {', '.join(map(str, cfg['depths']))}, {cfg['seeds']} GD seeds, "
+            f"up to {cfg['max_steps']:,} GD steps with lr {cfg['lr']:g}, stop at loss "
+            f"{cfg['stop_loss']:g}, gradient flow to t = {cfg['flow_t1']:g}; "
+            f"{round(st['seconds'])} s on a {machine_line(saved)}). \"-\": level not reached "
+            "(GD stops at its stopping loss).\n\n"
+            f"{body}")
+
+
+def block_fig1_regression_readme(saved: Saved) -> str:
+    m = saved.measured("fig1-regression")
+    cfg = saved.status("fig1-regression")["config"]
+    on = _measured_on(saved, "fig1-regression")
+    sp = {(p, d): m.get(f"p{p}_speedup_depth{d}") for p in (2, 4) for d in (2, 3)}
+    del cfg
+    return (f"Left (`fig1-regression`, default: {on}): the speed-up of depth 2 and depth 3 over "
+            f"the linear model (iterations to the lowest excess loss both reach, linear / deep) "
+            f"is {_x(sp[4, 2])} and {_x(sp[4, 3])} for l4, {_x(sp[2, 2])} and {_x(sp[2, 3])} for "
+            "l2.")
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2g}x" if v < 10 else f"{v:.0f}x"
+
+
+def _measured_on(saved: Saved, exp: str) -> str:
+    return saved.summary(exp)["headline"][0]["measured_on"]
+
+
+def block_fig1_cnn_readme(saved: Saved) -> str:
+    s = saved.summary("fig1-cnn")["summary"]
+    on = _measured_on(saved, "fig1-cnn")
+    return (f"Right (`fig1-cnn`, default: {on}): the overparameterized CNN (every dense layer a "
+            f"product of 2 matrices, same function at the start) ends at smoothed batch loss "
+            f"{num(s['overparameterized_final_loss'])} against {num(s['original_final_loss'])} "
+            f"for the original ({s['final_loss_ratio']:.2f}x lower), and is lower by a "
+            f"geometric-mean factor of {s['second_half_loss_ratio']:.2f} over the second half "
+            f"of training.")
+
+
+def block_fig1_regression_methods(saved: Saved) -> str:
+    rows = saved.table("fig1-regression", "methods")
+    st = saved.status("fig1-regression")
+    levels = sorted({k[len("iters_to_"):] for r in rows for k in r if k.startswith("iters_to_")},
+                    key=float, reverse=True)
+    names = {"gd": "GD", "e2e": "end-to-end rule", "adagrad": "AdaGrad", "adadelta": "AdaDelta"}
+
+    def label(r: dict[str, Any]) -> str:
+        meth = str(r["method"])
+        if meth.startswith("gd_depth"):
+            d = int(meth[len("gd_depth"):])
+            return "GD, linear" if d == 1 else f"GD, depth {d}"
+        if meth.startswith("e2e_depth"):
+            return f"end-to-end rule, N={meth[len('e2e_depth'):]}"
+        return names.get(meth, meth)
+
+    def it(v: Any) -> str:
+        return "-" if v is None else f"{round(v):,}"
+
+    cfg = st["config"]
+    grids = {"adagrad": cfg["adagrad_lr_grid"], "adadelta": cfg["adadelta_lr_grid"]}
+
+    def lr(r: dict[str, Any]) -> str:
+        grid = grids.get(str(r["method"]), cfg["lr_grid"])
+        edge = r["lr"] is not None and (math.isclose(r["lr"], max(grid))
+                                        or math.isclose(r["lr"], min(grid)))
+        return num(r["lr"]) + (" (grid edge)" if edge else "")
+
+    body = table(["p", "method", "lr", f"excess at {cfg['steps']:,}",
+                  *[f"it → {level(lv)}" for lv in levels]],
+                 ([str(r["p"]), label(r), lr(r), sci(r["final_excess"]),
+                   *[it(r.get(f"iters_to_{lv}")) for lv in levels]] for r in rows))
+    return (f"Default size ({cfg['steps']:,} iterations; {round(st['seconds'])} s of wall time on a "
+            f"{machine_line(saved)}).\n\n" + body)
+
+
+def block_fig1_regression_headline(saved: Saved) -> str:
+    s = saved.summary("fig1-regression")["summary"]
+
+    def cross(p: int, d: int, other: str) -> str:
+        v = s.get(f"p{p}_crossing_depth{d}_vs_{other}")
+        return "never" if v is None else f"{round(v):,}"
+
+    def both(p: int, other: str) -> str:
+        a, b = cross(p, 2, other), cross(p, 3, other)
+        return f"{a} for both depths" if a == b else f"{a} (depth 2) and {b} (depth 3)"
+
+    lines = [
+        f"- Speed-up of depth N over the linear model (iterations to the lowest excess loss both "
+        f"reach): p = 4: {_x(s.get('p4_speedup_depth2'))} for depth 2 and "
+        f"{_x(s.get('p4_speedup_depth3'))} for depth 3; p = 2: {_x(s.get('p2_speedup_depth2'))} "
+        f"and {_x(s.get('p2_speedup_depth3'))}.",
+        f"- Iteration from which the depth-N curve stays below another one, p = 4: vs linear GD "
+        f"{both(4, 'gd')}; vs AdaGrad {both(4, 'adagrad')}; vs AdaDelta {both(4, 'adadelta')}. "
+        f"p = 2, vs linear GD: {both(2, 'gd')}.",
+        f"- Final excess of the end-to-end rule / of GD on the network: p = 4: "
+        f"{_r(s, 4, 2)} (N = 2) and {_r(s, 4, 3)} (N = 3); p = 2: {_r(s, 2, 2)} and "
+        f"{_r(s, 2, 3)}.",
+        f"- Final excess, p = 4: AdaDelta {sci(s.get('p4_adadelta_final_excess'))}, GD on depth 2 "
+        f"{sci(s.get('p4_gd_depth2_final_excess'))}, linear GD "
+        f"{sci(s.get('p4_gd_depth1_final_excess'))}.",
+    ]
+    return "\n".join(lines)
+
+
+def _r(s: dict[str, Any], p: int, d: int) -> str:
+    v = s.get(f"p{p}_e2e_depth{d}_final_excess_ratio")
+    return "-" if v is None else f"{v:.2g}"
+
+
+def block_fig1_cnn_models(saved: Saved) -> str:
+    rows = saved.table("fig1-cnn", "models")
+    s = saved.summary("fig1-cnn")["summary"]
+    st = saved.status("fig1-cnn")
+    cfg = st["config"]
+    levels = sorted({k[len("iters_to_"):] for r in rows for k in r if k.startswith("iters_to_")},
+                    key=float, reverse=True)
+
+    def it(v: Any) -> str:
+        return "-" if v is None else f"{round(v):,}"
+
+    base = next(r for r in rows if r["model"] == "original")["params"]
+    body = table(["model", "params", "initial loss", f"loss at {cfg['steps']:,}",
+                  *[f"it → {given(float(lv))}" for lv in levels], "train acc."],
+                 ([str(r["model"]), f"{r['params']:,}" + (
+                     f" (+{100 * (r['params'] / base - 1):.1f}%)" if r["params"] != base else ""),
+                   f"{r['initial_loss']:.3f}", num(r["final_smoothed_loss"]),
+                   *[it(r.get(f"iters_to_{lv}")) for lv in levels],
+                   f"{100 * r['train_accuracy']:.1f}%"] for r in rows))
+    cross = s.get("crossing_iteration")
+    lines = [
+        f"- It ends {s['final_loss_ratio']:.2f}x lower (`final_loss_ratio`); over the second half "
+        f"of training it is lower by a geometric-mean factor of {s['second_half_loss_ratio']:.2f} "
+        f"(`second_half_loss_ratio`).",
+        "- The two mean curves cross for the last time at iteration "
+        f"{'-' if cross is None else round(cross):} (`crossing_iteration`).",
+        f"- `collapse` of the trained model reproduces its logits to "
+        f"{sci(s['collapse_max_rel_diff'], 2)} relative (float32).",
+    ]
+    return (f"Default size ({cfg['steps']:,} iterations, {cfg['seeds']} seeds; "
+            f"{round(st['seconds'])} s of wall time on a {machine_line(saved)}).\n\n{body}\n\n"
+            + "\n".join(lines))
+
+
+def block_fig1_cnn_random(saved: Saved) -> str:
+    run = "fig1-cnn-random-init"
+    s = saved.summary(run)["summary"]
+    st = saved.status(run)
+    rows = {r["model"]: r for r in saved.table(run, "models")}
+    lv = "0.5"
+    a, b = rows["original"].get(f"iters_to_{lv}"), rows["overparameterized"].get(f"iters_to_{lv}")
+    half = s["second_half_loss_ratio"]
+    return (f"- the twin starts from a different function and reaches {lv} at iteration "
+            f"{'never' if b is None else round(b)}, against "
+            f"{'never' if a is None else round(a)} for the original;\n"
+            f"- it ends at {num(s['overparameterized_final_loss'])} against "
+            f"{num(s['original_final_loss'])} (`final_loss_ratio` {s['final_loss_ratio']:.2f}), "
+            f"but over the second half its loss is {'higher' if half < 1 else 'lower'} "
+            f"(`second_half_loss_ratio` {half:.2f}; below 1 means higher).\n\n"
+            f"({st['config']['steps']:,} iterations, {st['config']['seeds']} seeds, "
+            f"{round(st['seconds'])} s, measured {_date(st)} on the machine of the default run.)")
+
+
+def _date(status: dict[str, Any]) -> str:
+    return dt.datetime.fromtimestamp(status["started"], dt.UTC).strftime("%Y-%m-%d")
+
+
+def block_test_timing(saved: Saved) -> str:
+    run = saved._json(saved.results / "test-suite.json")
+    counts = ", ".join(f"{n} {k}" for k, n in run["counts"].items())
+    failed = run.get("failed_tests") or []
+    failing = (f" The failing test{'s' if len(failed) > 1 else ''} at that time: "
+               f"{', '.join(f'`{f}`' for f in failed)}." if failed else "")
+    return (f"The default test suite (`{run['command']}`, what `make test` runs after ruff: "
+            f"{counts}) took {seconds(run['wall_seconds'])} of wall time on a {run['machine']}, "
+            f"{run['date']}, {load_text(run)}.{failing}")
+
+
+BLOCKS: dict[str, Callable[[Saved], str]] = {
+    "demo-timing": block_demo_timing,
+    "verify": block_verify,
+    "fig2-paper": block_fig2_paper,
+    "fig3-paper": block_fig3_paper,
+    "fig2-default": block_fig2_default,
+    "fig3-default": block_fig3_default,
+    "norms-readme": block_norms_readme,
+    "norms-table": block_norms_table,
+    "fig1-regression-readme": block_fig1_regression_readme,
+    "fig1-regression-methods": block_fig1_regression_methods,
+    "fig1-regression-headline": block_fig1_regression_headline,
+    "fig1-cnn-readme": block_fig1_cnn_readme,
+    "fig1-cnn-models": block_fig1_cnn_models,
+    "fig1-cnn-random": block_fig1_cnn_random,
+    "test-timing": block_test_timing,
+}
+
+
+# --------------------------------------------------------------------------- render and check
+
+
+def render(text: str, saved: Saved, where: str = "") -> str:
+    """``text`` with every marked block's body regenerated (an unknown name is an error)."""
+    def body(match: re.Match[str]) -> str:
+        name = match.group(2)
+        if name not in BLOCKS:
+            raise KeyError(f"{where}: unknown numbers block {name!r} (known: {', '.join(BLOCKS)})")
+        return f"{match.group(1)}{BLOCKS[name](saved).rstrip()}\n{match.group(4)}"
+
+    return BLOCK_RE.sub(body, text)
+
+
+def block_names(text: str) -> list[str]:
+    return [m.group(2) for m in BLOCK_RE.finditer(text)]
+
+
+def stale(files: Iterable[Path] | None = None, saved: Saved | None = None,
+          root: Path = ROOT) -> dict[Path, str]:
+    """``{file: unified diff}`` for every file whose blocks differ from what the saved results
+    give (empty when the documentation is up to date)."""
+    saved = saved or Saved()
+    out = {}
+    for path in files or doc_files(root):
+        text = path.read_text(encoding="utf-8")
+        new = render(text, saved, str(path))
+        if new != text:
+            rel = path.relative_to(root) if path.is_relative_to(root) else path
+            out[path] = "".join(difflib.unified_diff(
+                text.splitlines(keepends=True), new.splitlines(keepends=True),
+                f"{rel} (in the docs)", f"{rel} (from docs/results)"))
+    return out
+
+
+def write(files: Iterable[Path] | None = None, saved: Saved | None = None) -> list[Path]:
+    saved = saved or Saved()
+    changed = []
+    for path in files or doc_files():
+        text = path.read_text(encoding="utf-8")
+        new = render(text, saved, str(path))
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            changed.append(path)
+    return changed
+
+
+# --------------------------------------------------------------------------- collect
+
+
+def _strip_paths(value: Any, base: Path) -> Any:
+    """Absolute paths inside ``base`` made relative to it (other values unchanged)."""
+    if isinstance(value, dict):
+        return {k: _strip_paths(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_paths(v, base) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        p = Path(value)
+        return str(p.relative_to(base)) if p.is_relative_to(base) else p.name
+    return value
+
+
+def _load_range(log: Path | None, start: float, end: float) -> list[float]:
+    """1-minute load averages logged as ``HH:MM:SS l1 l5 l15 ...`` lines (UTC) within the run."""
+    if log is None:
+        load = os.getloadavg()[0]
+        return [load, load]
+    day = dt.datetime.fromtimestamp(start, dt.UTC).date()
+    vals = []
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        t = dt.datetime.combine(day, dt.time.fromisoformat(parts[0]), dt.UTC).timestamp()
+        if start <= t <= end:
+            vals.append(float(parts[1]))
+    return [min(vals), max(vals)] if vals else [math.nan, math.nan]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def collect_run(src: Path, out: Path) -> dict[str, Any]:
+    """Save one finished run folder's ``summary.json``, ``status.json`` and metric tables (CSV)
+    into ``out`` (absolute paths made relative); returns its status."""
+    src = src.resolve()
+    status = json.loads((src / "status.json").read_text())
+    if status["status"] not in ("done", "partial"):
+        raise SystemExit(f"{src}: status {status['status']!r}; not saving it")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name in ("summary.json", "status.json"):
+        data = _strip_paths(json.loads((src / name).read_text()), src)
+        (out / name).write_text(json.dumps(data, indent=1) + "\n")
+    for table_file in sorted(src.glob("*.csv")):
+        shutil.copyfile(table_file, out / table_file.name)
+    return status
+
+
+def collect(run_dir: Path, dest: Path = DEFAULT, load_log: Path | None = None,
+            note: str | None = None) -> None:
+    """Copy a finished ``deeplinear reproduce`` output folder's results into ``dest``."""
+    run_dir = run_dir.resolve()
+    statuses = {exp: collect_run(run_dir / exp, dest / exp) for exp in EXPERIMENTS}
+    verify = run_dir / "verify.json"
+    shutil.copyfile(verify, dest / "verify.json")
+    start = min(s["started"] for s in statuses.values())
+    last = max(s["finished"] for s in statuses.values())
+    verify_done = verify.stat().st_mtime
+    end = max(verify_done, (run_dir / "report.html").stat().st_mtime)
+    import jax
+    import numpy as np
+
+    cores = os.cpu_count() or 0
+    info = {
+        "command": "deeplinear reproduce --out runs/demo",
+        "date": dt.datetime.fromtimestamp(start, dt.UTC).strftime("%Y-%m-%d"),
+        "started_utc": dt.datetime.fromtimestamp(start, dt.UTC).strftime("%H:%M:%S"),
+        "finished_utc": dt.datetime.fromtimestamp(end, dt.UTC).strftime("%H:%M:%S"),
+        "wall_seconds": round(end - start, 1),
+        "verify_seconds": round(verify_done - last, 1),
+        "cores": cores,
+        "machine": f"{cores}-core CPU machine ({_cpu_name()}, {platform.machine()})",
+        "load_1min": _load_range(load_log, start, end),
+        "note": note,
+        "versions": {"python": platform.python_version(), "jax": jax.__version__,
+                     "numpy": np.__version__},
+    }
+    (dest / "run.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
+def time_tests(dest: Path = RESULTS / "test-suite.json", note: str | None = None) -> int:
+    """Run the default test suite as `make test` does, and save its wall time, its counts and
+    the load average seen while it ran (sampled every 10 s)."""
+    import subprocess
+    import threading
+    import time
+
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    loads: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(10.0):
+            loads.append(os.getloadavg()[0])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    start = time.time()
+    sampler.start()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    wall = time.time() - start
+    done.set()
+    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|deselected|errors?)",
+                                                tail)}
+    cores = os.cpu_count() or 0
+    info = {
+        "command": "python -m pytest -q",
+        "date": dt.datetime.fromtimestamp(start, dt.UTC).strftime("%Y-%m-%d"),
+        "wall_seconds": round(wall, 1),
+        "counts": counts,
+        "exit_status": proc.returncode,
+        "failed_tests": [ln.split(" ", 1)[1].split(" - ")[0] for ln in proc.stdout.splitlines()
+                         if ln.startswith(("FAILED ", "ERROR "))],
+        "cores": cores,
+        "machine": f"{cores}-core CPU machine ({_cpu_name()}, {platform.machine()})",
+        "load_1min": [min(loads), max(loads)] if loads else [os.getloadavg()[0]] * 2,
+        "note": note,
+    }
+    dest.write_text(json.dumps(info, indent=1) + "\n")
+    print(tail)
+    return proc.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="print a diff and exit 1 when a block differs from the saved results")
+    parser.add_argument("--collect", type=Path, metavar="RUNS_DIR",
+                        help="save a finished `deeplinear reproduce` folder into docs/results/default")
+    parser.add_argument("--load-log", type=Path,
+                        help="with --collect: lines 'HH:MM:SS load1 ...' (UTC) logged during the run")
+    parser.add_argument("--note", help="with --collect or --time-tests: what else ran meanwhile")
+    parser.add_argument("--collect-run", nargs=2, metavar=("RUN_DIR", "NAME"),
+                        help="save one finished run folder as docs/results/NAME")
+    parser.add_argument("--time-tests", action="store_true",
+                        help="run the default test suite and save its timing (test-suite.json)")
+    args = parser.parse_args(argv)
+    if args.time_tests:
+        return time_tests(note=args.note)
+    if args.collect_run:
+        src, name = args.collect_run
+        collect_run(Path(src), RESULTS / name)
+        print(f"saved {src} into {(RESULTS / name).relative_to(ROOT)}")
+        return 0
+    if args.collect:
+        collect(args.collect, load_log=args.load_log, note=args.note)
+        print(f"saved {args.collect} into {DEFAULT.relative_to(ROOT)}")
+        return 0
+    if args.check:
+        diffs = stale()
+        for diff in diffs.values():
+            sys.stdout.write(diff)
+        if diffs:
+            print(f"\n{len(diffs)} file(s) quote numbers that differ from docs/results; run "
+                  "`python scripts/docs_numbers.py` to rewrite them", file=sys.stderr)
+            return 1
+        print("every numbers block matches docs/results")
+        return 0
+    for path in write():
+        print(f"rewrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
