@@ -31,6 +31,9 @@ __all__ = [
     "imbalance",
     "orthogonal_init",
     "partial_product",
+    "product_cost",
+    "split_gradients",
+    "split_products",
     "with_det_sign",
 ]
 
@@ -151,6 +154,75 @@ def factor_gradients(factors: Factors, grad_W: jax.Array) -> Factors:
         if j > 1:
             left = _mm(_t(factors[j - 1]), left)
     return tuple(grads)
+
+
+def split_products(factors: Factors, k: int) -> tuple[dict[int, jax.Array], dict[int, jax.Array]]:
+    """The partial products a gradient step split at layer ``k`` needs (``1 <= k <= N - 1``).
+
+    Returns ``(prefix, suffix)`` with ``prefix[j] = W_{1:j}`` for ``j = 1..k`` and
+    ``suffix[j] = W_{j+1:N}`` for ``j = k..N-1``, so ``W_{1:N} = suffix[k] @ prefix[k]``.
+    ``k - 1 + N - 1 - k = N - 2`` products in all (none for ``N = 2``).
+    """
+    n = len(factors)
+    if not 1 <= k <= n - 1:
+        raise ValueError(f"split layer k must be in [1, {n - 1}] for {n} layers, got {k}")
+    prefix = {1: factors[0]}
+    for j in range(2, k + 1):
+        prefix[j] = _mm(factors[j - 1], prefix[j - 1])
+    suffix = {n - 1: factors[n - 1]}
+    for j in range(n - 2, k - 1, -1):
+        suffix[j] = _mm(suffix[j + 1], factors[j])  # W_{j+1:N} = W_{j+2:N} W_{j+1}
+    return prefix, suffix
+
+
+def split_gradients(
+    factors: Factors,
+    k: int,
+    prefix: dict[int, jax.Array],
+    suffix: dict[int, jax.Array],
+    upper: jax.Array,
+    lower: jax.Array,
+) -> Factors:
+    """Per-layer gradients ``W_{j+1:N}^T G W_{1:j-1}^T`` from the two products of ``G`` at layer ``k``.
+
+    ``upper = G W_{1:k}^T`` (``d_N x d_k``) and ``lower = W_{k+1:N}^T G`` (``d_k x d_0``) are the
+    only products that touch ``G`` (for a sparse ``G``, two sparse-dense products of width
+    ``d_k``); ``prefix``/``suffix`` come from :func:`split_products`. Layers ``j <= k`` are reached
+    from ``lower`` (``L_{j-1} = W_j^T L_j``, gradient ``L_j W_{1:j-1}^T``), layers ``j > k`` from
+    ``upper`` (``R_j = R_{j-1} W_j^T``, gradient ``W_{j+1:N}^T R_{j-1}``): ``3 (N - 2)`` dense
+    products with the :func:`split_products` ones, none of size ``d_N x d_0``.
+    """
+    n = len(factors)
+    grads: list[jax.Array | None] = [None] * n
+    left = lower  # W_{j+1:N}^T G for j = k, k-1, ..., 1
+    for j in range(k, 0, -1):
+        grads[j - 1] = left if j == 1 else _mm(left, _t(prefix[j - 1]))
+        if j > 1:
+            left = _mm(_t(factors[j - 1]), left)
+    right = upper  # G W_{1:j-1}^T for j = k+1, ..., N
+    for j in range(k + 1, n + 1):
+        grads[j - 1] = right if j == n else _mm(_t(suffix[j]), right)
+        if j < n:
+            right = _mm(right, _t(factors[j - 1]))
+    return tuple(grads)
+
+
+def product_cost(dims: Sequence[int], split: int | None = None) -> int:
+    """Multiply-adds of the dense matrix products of one gradient step.
+
+    ``split=None``: :func:`end_to_end` plus :func:`factor_gradients` with a dense ``G``,
+    ``3 sum_{j=2..N} d_j d_{j-1} d_0``. ``split=k``: :func:`split_products` plus
+    :func:`split_gradients`, ``3 sum_{j=2..k} d_j d_{j-1} d_0 + 3 sum_{j=k+1..N-1} d_N d_j d_{j-1}``
+    (the products with ``G`` itself and the observed entries are counted by the caller).
+    """
+    d = _check_dims(dims)
+    n = len(d) - 1
+    if split is None:
+        return 3 * sum(d[j] * d[j - 1] * d[0] for j in range(2, n + 1))
+    if not 1 <= split <= n - 1:
+        raise ValueError(f"split layer must be in [1, {n - 1}] for {n} layers, got {split}")
+    return (3 * sum(d[j] * d[j - 1] * d[0] for j in range(2, split + 1))
+            + 3 * sum(d[n] * d[j] * d[j - 1] for j in range(split + 1, n)))
 
 
 def balancedness(factors: Factors) -> Factors:

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import sparse as jsparse
+
+from deeplinear import network as nw
 
 __all__ = [
     "completion_2x2",
@@ -35,6 +38,7 @@ __all__ = [
     "Reduction",
     "sample_completion",
     "sample_sensing",
+    "SparseCompletion",
     "WhitenedSquare",
 ]
 
@@ -232,6 +236,232 @@ class MatrixCompletion(Problem):
         r = W[..., self.rows, self.cols] - self.values
         grad = jnp.zeros(W.shape, W.dtype).at[..., self.rows, self.cols].add(g * r)
         return c * jnp.sum(r * r, axis=-1), grad
+
+
+# --------------------------------------------------------------------------- sparse completion step
+
+# Cost model of one gradient step (nanoseconds), fitted to step times measured on the 2-core AMD
+# EPYC (Zen 4) of BENCHMARKS.md, XLA:CPU, float64 (benchmarks/bench_sparse.py and the grid in its
+# section): depth 2-4, n = 2..2000, hidden widths 20..n, 1-100% observed. Relative to a multiply-add
+# of a dense product, a nonzero x column of the CSR sparse-dense product costs ~3 (2 at n = 100,
+# 4-5 at n = 2000), an observed entry x width gathered by XLA ~25, and the dense step's
+# zero-fill and scatter of its d_N x d_0 gradient ~40 per entry. Other machines move the
+# crossover; ``train(..., sparse=True/False)`` overrides the rule.
+_NS_GEMM = 0.025  # per multiply-add of a dense product
+_NS_SPMM = 0.075  # per nonzero x column of a CSR sparse-dense product
+_NS_SDDMM = 0.625  # per observed entry x width, gathering the rows of both factors
+_NS_ENTRY = 1.0  # per entry of the dense step's d_N x d_0 gradient (fill, scatter)
+_NS_CALL = 500.0  # per sparse kernel call (two per step)
+_CHUNK_ELEMENTS = 2**19  # entries x width gathered at once by the gather forward
+_SPMM_BLOCK_ELEMENTS = 2**19  # column block of the dense operand of a sparse-dense product
+
+
+@jax.custom_batching.custom_vmap
+def _csr_matmul(data, indices, indptr, X):
+    """``A @ X`` for the CSR matrix ``A = (data, indices, indptr)`` of shape ``(len(indptr) - 1,
+    len(X))``, with sorted column indices in each row (``jax.experimental.sparse.BCSR``; on CPU a
+    native kernel, on GPU cuSPARSE)."""
+    A = jsparse.BCSR((data, indices, indptr), shape=(indptr.shape[0] - 1, X.shape[0]),
+                     indices_sorted=True)
+    n_in, width = X.shape
+    blocks = -(-n_in * width // _SPMM_BLOCK_ELEMENTS)
+    if blocks < 2:
+        return A @ X
+    # a wide X does not stay in cache while the rows it gathers are random: column blocks do
+    # (the product alone: about 2x faster for a 2000 x 2000 X and 10% observed, measured on
+    # the benchmark machine)
+    size = -(-width // blocks)
+    pad = blocks * size - width
+    Xb = jnp.moveaxis(jnp.pad(X, ((0, 0), (0, pad))).reshape(n_in, blocks, size), 1, 0)
+    out = jax.lax.map(lambda x: A @ x, Xb)
+    return jnp.moveaxis(out, 0, 1).reshape(A.shape[0], blocks * size)[:, :width]
+
+
+@_csr_matmul.def_vmap
+def _csr_matmul_vmap(axis_size, in_batched, data, indices, indptr, X):
+    """Batched ``A @ X`` as one kernel call (BCSR's own batching rule falls back to gathers).
+
+    Shared data, batched ``X``: the batch folds into the columns of ``X``. Batched data (one
+    residual per replica): one block-diagonal CSR matrix of ``axis_size`` blocks.
+    """
+    data_b, indices_b, indptr_b, x_b = in_batched
+    if indices_b or indptr_b:  # a batched sparsity pattern: one call per batch member
+        f = jax.vmap(_csr_matmul, in_axes=tuple(0 if b else None for b in in_batched))
+        return f(data, indices, indptr, X), True
+    if not x_b:
+        X = jnp.broadcast_to(X, (axis_size,) + X.shape)
+    R, n_in, k = X.shape
+    n_out = indptr.shape[0] - 1
+    if not data_b:
+        out = _csr_matmul(data, indices, indptr, jnp.moveaxis(X, 0, 1).reshape(n_in, R * k))
+        return jnp.moveaxis(out.reshape(n_out, R, k), 1, 0), True
+    nnz = indices.shape[0]
+    offsets = jnp.arange(R, dtype=indices.dtype)
+    block_indices = (indices[None, :] + n_in * offsets[:, None]).reshape(-1)
+    block_indptr = jnp.concatenate([(indptr[None, :-1] + nnz * offsets[:, None]).reshape(-1),
+                                    jnp.full((1,), R * nnz, indptr.dtype)])
+    out = _csr_matmul(data.reshape(-1), block_indices, block_indptr, X.reshape(R * n_in, k))
+    return out.reshape(R, n_out, k), True
+
+
+def _sparse_plan(dims: tuple[int, ...], m: int) -> tuple[float, int, str]:
+    """(estimated ns, split layer k, forward) of the cheapest sparse step for widths ``dims``.
+
+    Split at ``k`` (:func:`network.split_gradients`): ``product_cost(dims, k)`` dense
+    multiply-adds, two sparse-dense products of width ``d_k`` (``2 m d_k``), and the observed
+    entries of ``W_{k+1:N} W_{1:k}`` either gathered (``m d_k``, forward ``"gather"``) or read
+    off the dense product (``d_N d_k d_0`` multiply-adds, forward ``"dense"``).
+    """
+    n = len(dims) - 1
+    if n == 1:  # W = W_1: the gradient of W_1 is itself a (scattered) d_1 x d_0 matrix
+        return _NS_ENTRY * dims[0] * dims[1], 0, "gather"
+    best = None
+    for k in range(1, n):
+        base = _NS_GEMM * nw.product_cost(dims, k) + 2 * _NS_SPMM * m * dims[k] + 2 * _NS_CALL
+        gather = _NS_SDDMM * m * dims[k]
+        dense = _NS_GEMM * dims[n] * dims[k] * dims[0]
+        plan = (base + min(gather, dense), k, "gather" if gather < dense else "dense")
+        best = plan if best is None or plan[0] < best[0] else best
+    return best
+
+
+def _dense_cost(dims: tuple[int, ...]) -> float:
+    """Estimated ns of the dense step (:func:`network.factor_gradients` with a dense ``G``)."""
+    return _NS_GEMM * nw.product_cost(dims) + _NS_ENTRY * dims[0] * dims[-1]
+
+
+def sparse_is_cheaper(problem: Problem, dims: Sequence[int]) -> bool:
+    """The automatic rule of ``train(..., sparse=None)``: the sparse step for a
+    :class:`MatrixCompletion` (or :class:`SparseCompletion`) of depth >= 2 when its estimated
+    time is below the dense step's.
+
+    With ``m`` observations, widths ``d_0..d_N``, ``P = network.product_cost(dims)`` (dense
+    step) and ``P_k = network.product_cost(dims, k)`` (sparse step split at layer ``k``)::
+
+        sparse  iff  min_k [ 0.025 P_k + 0.075 * 2 m d_k + min(0.625 m d_k, 0.025 d_N d_k d_0) ]
+                     + 1000  <  0.025 P + 1.0 d_N d_0          (nanoseconds)
+
+    (coefficients fitted on the benchmark machine; see ``_NS_*``). For depth 3 and width ``n``
+    (``n x n``) the dense products drop from 6 n^3 to 4 n^3 multiply-adds and the sparse
+    products add ``6 m n``: sparse below about 1/3 observed from n ~ 30 up, dense when
+    nearly fully observed and for tiny problems (2x2 at any depth: the fixed ~1 us of the
+    sparse kernel calls is more than a whole dense step); the observed entries are gathered
+    below ~4% observed and read off a dense product above. Depth 1 has nothing to save.
+    """
+    if isinstance(problem, SparseCompletion):
+        problem = problem.problem
+    if not isinstance(problem, MatrixCompletion) or len(dims) < 3:
+        return False
+    dims = tuple(int(d) for d in dims)
+    return _sparse_plan(dims, int(problem.rows.shape[0]))[0] < _dense_cost(dims)
+
+
+class SparseCompletion(Problem):
+    """A :class:`MatrixCompletion` indexed for the sparse training step of factors of widths ``dims``.
+
+    As a :class:`Problem` it is the same loss as ``problem`` (``loss(W)``, ``value_and_grad(W)``
+    and the records of ``train`` use the dense end-to-end matrix). :meth:`value_and_factor_grads`
+    is the sparse step: the observed entries of ``W_N ... W_1`` and the layer gradients from the
+    sparse ``G = sum_i g r_i e_{a_i} e_{b_i}^T`` through two sparse-dense products (CSR, rows and
+    columns), never a dense ``d_N x d_0`` gradient. The split layer ``k`` (the width the sparse
+    products run at) and the way the observed entries are computed are chosen by a cost model
+    (:func:`sparse_is_cheaper`). ``train`` builds one when its rule (or ``sparse=True``) says so.
+    """
+
+    problem: MatrixCompletion
+    rows: jax.Array  # observations in row-major order
+    cols: jax.Array
+    values: jax.Array
+    indptr: jax.Array  # CSR row pointer, (d_N + 1,)
+    t_order: jax.Array  # column-major order of the observations (positions in the arrays above)
+    t_rows: jax.Array  # their rows, in that order
+    t_indptr: jax.Array  # CSR row pointer of the transpose, (d_0 + 1,)
+    dims: tuple[int, ...] = eqx.field(static=True)
+    split: int = eqx.field(static=True)
+    forward: str = eqx.field(static=True)
+
+    def __init__(self, problem: MatrixCompletion, dims, *, split: int | None = None,
+                 forward: Literal["gather", "dense"] | None = None):
+        if not isinstance(problem, MatrixCompletion):
+            raise ValueError(f"the sparse step needs a MatrixCompletion, got {type(problem).__name__}")
+        dims = nw._check_dims(dims)
+        if (dims[-1], dims[0]) != tuple(problem.shape):
+            raise ValueError(f"dims {dims} give end-to-end shape {(dims[-1], dims[0])} but the "
+                             f"problem's shape is {problem.shape}")
+        rows, cols = np.asarray(problem.rows), np.asarray(problem.cols)
+        d_out, d_in = problem.shape
+        order = np.lexsort((cols, rows))  # row-major
+        t_order = np.lexsort((rows[order], cols[order]))  # column-major, as positions in `order`
+        self.problem = problem
+        self.rows = jnp.asarray(rows[order], dtype=jnp.int32)
+        self.cols = jnp.asarray(cols[order], dtype=jnp.int32)
+        self.values = jnp.asarray(problem.values)[order]
+        self.indptr = jnp.asarray(np.searchsorted(rows[order], np.arange(d_out + 1)), jnp.int32)
+        self.t_order = jnp.asarray(t_order, dtype=jnp.int32)
+        self.t_rows = jnp.asarray(rows[order][t_order], dtype=jnp.int32)
+        self.t_indptr = jnp.asarray(np.searchsorted(cols[order][t_order], np.arange(d_in + 1)),
+                                    jnp.int32)
+        _, k, fwd = _sparse_plan(dims, rows.size)
+        n = len(dims) - 1
+        if split is not None:
+            if n == 1 or not 1 <= split <= n - 1:
+                raise ValueError(f"split must be in [1, {n - 1}] for {n} layers, got {split}")
+            k = int(split)
+        if forward is not None:
+            if forward not in ("gather", "dense"):
+                raise ValueError(f"forward must be 'gather' or 'dense', got {forward!r}")
+            fwd = forward
+        self.dims, self.split, self.forward = dims, k, fwd
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.problem.shape
+
+    @property
+    def reduction(self) -> str:
+        return self.problem.reduction
+
+    def value_and_grad(self, W):
+        return self.problem.value_and_grad(W)
+
+    def _observed(self, left: jax.Array, right: jax.Array) -> jax.Array:
+        """``(left @ right)[rows, cols]`` for ``left`` (d_N x k) and ``right`` (k x d_0)."""
+        if self.forward == "dense":
+            return nw._mm(left, right)[self.rows, self.cols]
+        width = left.shape[-1]
+        m = self.rows.shape[0]
+        size = max(1, min(m, _CHUNK_ELEMENTS // width))
+        if size == m:
+            return jnp.einsum("id,id->i", left[self.rows], right.T[self.cols])
+        pad = -m % size
+        rows = jnp.pad(self.rows, (0, pad)).reshape(-1, size)
+        cols = jnp.pad(self.cols, (0, pad)).reshape(-1, size)
+        right_t = right.T
+        chunks = jax.lax.map(lambda rc: jnp.einsum("id,id->i", left[rc[0]], right_t[rc[1]]),
+                             (rows, cols))
+        return chunks.reshape(-1)[:m]
+
+    def value_and_factor_grads(self, factors: nw.Factors) -> tuple[jax.Array, nw.Factors]:
+        """``(l(W_N ... W_1), (dphi/dW_1, ..., dphi/dW_N))`` with the sparse products only."""
+        if nw.dims_of(factors) != self.dims:
+            raise ValueError(f"factors have widths {nw.dims_of(factors)}, this SparseCompletion "
+                             f"was built for {self.dims}")
+        if factors[0].ndim > 2:  # leading replica axes
+            return jax.vmap(self.value_and_factor_grads)(factors)
+        c, g = _coefficients(self.problem.reduction, self.rows.shape[0])
+        if len(factors) == 1:
+            W = factors[0]
+            r = W[self.rows, self.cols] - self.values
+            grad = jnp.zeros(W.shape, W.dtype).at[self.rows, self.cols].add(g * r)
+            return c * jnp.sum(r * r), (grad,)
+        k = self.split
+        prefix, suffix = nw.split_products(factors, k)
+        left, right = suffix[k], prefix[k]  # W_{k+1:N} (d_N x d_k), W_{1:k} (d_k x d_0)
+        r = self._observed(left, right) - self.values
+        w = (g * r).astype(left.dtype)
+        upper = _csr_matmul(w, self.cols, self.indptr, right.T)  # G W_{1:k}^T
+        lower = _csr_matmul(w[self.t_order], self.t_rows, self.t_indptr, left).T  # W_{k+1:N}^T G
+        return c * jnp.sum(r * r), nw.split_gradients(factors, k, prefix, suffix, upper, lower)
 
 
 class CustomLoss(Problem):

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from deeplinear.network import Factors, end_to_end, factor_gradients
-from deeplinear.problems import Problem
+from deeplinear.network import Factors, dims_of, end_to_end, factor_gradients
+from deeplinear.problems import MatrixCompletion, Problem, SparseCompletion, sparse_is_cheaper
 from deeplinear.train._engine import (
     MetricFn,
     Schedule,
@@ -36,8 +36,11 @@ __all__ = [
 def _factor_update(problem, optimizer, weight_decay):
     def update(state):
         factors, opt_state = state
-        loss, G = problem.value_and_grad(end_to_end(factors))
-        grads = factor_gradients(factors, G)
+        if isinstance(problem, SparseCompletion):
+            loss, grads = problem.value_and_factor_grads(factors)
+        else:
+            loss, G = problem.value_and_grad(end_to_end(factors))
+            grads = factor_gradients(factors, G)
         grads = tuple(g + weight_decay * w for g, w in zip(grads, factors, strict=True))
         updates, opt_state = optimizer.update(grads, opt_state, factors)
         return (optax.apply_updates(factors, updates), opt_state), loss
@@ -82,11 +85,29 @@ def _replicas_program(factors, problem, lrs, weight_decay, deltas, threshold, di
     )(factors, lrs)
 
 
+def _step_problem(problem: Problem, dims: tuple[int, ...], sparse: bool | None) -> Problem:
+    """The problem the step runs on: a :class:`SparseCompletion` where the sparse path is chosen
+    (``sparse=True``, or ``None`` and :func:`problems.sparse_is_cheaper`), else the dense one."""
+    if sparse is not None and not isinstance(sparse, bool | np.bool_):
+        raise ValueError(f"sparse must be True, False or None (automatic), got {sparse!r}")
+    if isinstance(problem, SparseCompletion):
+        if sparse is False:
+            return problem.problem
+        return problem if problem.dims == dims else SparseCompletion(problem.problem, dims)
+    if sparse and not isinstance(problem, MatrixCompletion):
+        raise ValueError(f"sparse=True needs a MatrixCompletion, got {type(problem).__name__}")
+    if sparse or (sparse is None and sparse_is_cheaper(problem, dims)):
+        return SparseCompletion(problem, dims)
+    return problem
+
+
 def _execute(program, factors, problem, lr, optimizer, optimizer_kwargs, weight_decay, schedule,
-             stop_loss, metrics, state_metrics, divergence_factor, progress, steps) -> TrainResult:
+             stop_loss, metrics, state_metrics, divergence_factor, progress, steps,
+             sparse) -> TrainResult:
     """Shared by :func:`train` and :func:`train_replicas`: build the static part (the program's
     cache key), run ``program``, report progress and pack the result."""
     _check_run(steps, stop_loss, divergence_factor)
+    problem = _step_problem(problem, dims_of(factors), sparse)
     if isinstance(optimizer, str) and optimizer not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     static = _Static(optimizer, tuple(sorted((optimizer_kwargs or {}).items())),
@@ -129,6 +150,7 @@ def train(
     state_metrics: Mapping[str, Callable[[Factors], jax.Array]] | None = None,
     divergence_factor: float = 1e8,
     progress: Callable[[int], None] | None = None,
+    sparse: bool | None = None,
 ) -> TrainResult:
     """Optimize ``phi(W_1..W_N) = l(W_N...W_1)`` over the factors (Def 2).
 
@@ -140,11 +162,25 @@ def train(
     The compiled program is cached: calls that differ only in data, ``lr``, ``weight_decay``,
     ``stop_loss`` or a schedule with the same number of records reuse it (pass the same metric
     functions, not new lambdas, to benefit).
+
+    ``sparse`` (:class:`problems.MatrixCompletion` only): ``True`` runs each step on the
+    observed entries (:class:`problems.SparseCompletion`: the ``m`` observed entries of
+    ``W_N ... W_1``, the residual, and the layer gradients through two sparse-dense products
+    at a split layer ``k``, never a dense ``d_N x d_0`` gradient); ``False`` runs the dense step
+    (the full end-to-end matrix and a scattered dense gradient); ``None`` (default) picks the
+    cheaper by :func:`problems.sparse_is_cheaper`, a cost model fitted to step times on the
+    benchmark machine: sparse iff, for the best ``k``,
+    ``0.025 P_k + 0.15 m d_k + min(0.625 m d_k, 0.025 d_N d_k d_0) + 1000 < 0.025 P + d_N d_0``
+    (ns; ``P``, ``P_k``: multiply-adds of the dense products, ``network.product_cost``). In
+    practice (depth 3, width n): sparse from about 30x30 up when at most ~1/3 of the entries
+    are observed, and for narrow hidden widths; dense for depth 1, for nearly fully observed
+    matrices and for tiny problems such as 2x2. Both paths give the same trajectory up to
+    rounding. Records and metrics always use the dense end-to-end matrix.
     """
     _validate_train(factors, problem, lr)
     return _execute(_train_program, factors, problem, jnp.float64(lr), optimizer, optimizer_kwargs,
                     weight_decay, schedule, stop_loss, metrics, state_metrics, divergence_factor,
-                    progress, steps)
+                    progress, steps, sparse)
 
 
 def train_replicas(
@@ -162,17 +198,19 @@ def train_replicas(
     state_metrics: Mapping[str, Callable[[Factors], jax.Array]] | None = None,
     divergence_factor: float = 1e8,
     progress: Callable[[int], None] | None = None,
+    sparse: bool | None = None,
 ) -> TrainResult:
     """:func:`train` for R replicas in one compiled program (``vmap``).
 
     ``factors`` carry a leading replica axis of size R (e.g. ``jax.vmap(init)(keys)``); ``lr``
     is a scalar or an array of R learning rates (a grid search in one program). Each replica
     stops on its own; results carry the replica axis first (``status`` is an array of strings,
-    ``diverged_step`` is -1 where a replica did not diverge).
+    ``diverged_step`` is -1 where a replica did not diverge). ``sparse`` as in :func:`train`
+    (the rule looks at one replica's widths).
     """
     n_rep = factors[0].shape[0]
     lrs = jnp.broadcast_to(jnp.asarray(lr, dtype=jnp.float64), (n_rep,))
     _validate_train(tuple(w[0] for w in factors), problem, np.asarray(lrs))
     return _execute(_replicas_program, factors, problem, lrs, optimizer, optimizer_kwargs,
                     weight_decay, schedule, stop_loss, metrics, state_metrics, divergence_factor,
-                    progress, steps)
+                    progress, steps, sparse)

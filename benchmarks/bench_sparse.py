@@ -1,0 +1,258 @@
+"""Time per gradient step of the sparse completion path against the dense one.
+
+Measured side by side in one run, float64, depth 3, best of 3 rounds that alternate the contenders:
+
+(a) 100x100 rank-5 completion, m = 2,000 observed, hidden width 100: ``train(..., sparse=True)``,
+    ``train(..., sparse=False)`` and the dense matmul floor (a jitted loop doing only the six
+    dependent products of a dense step, as in bench_train.py);
+(b) 2,000 x 2,000 rank-10 completion, 10% observed (m = 400,000), hidden width 2,000 and 128:
+    sparse against dense; and, for the rule, the same at 1% observed with width 128.
+
+Time per step is ``(min t(2S) - min t(S)) / S`` for ``train`` calls of ``S`` and ``2S`` steps that
+record only at the start and the end (both calls record the same, so records and dispatch cancel).
+
+Run: ``.venv/bin/python benchmarks/bench_sparse.py`` (writes its section of BENCHMARKS.md; about
+3 minutes on the 2-core machine).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from _common import cpu_name, write_section
+
+import deeplinear  # noqa: F401  (enables float64)
+from deeplinear import network as nw
+from deeplinear import problems as pb
+from deeplinear import train as tr
+
+ROUNDS = 3  # the n = 2,000 cases (a dense step at width n takes over a second)
+SMALL_ROUNDS = 7  # (a) and the rule grid: cheap, and noisier
+
+
+def train_timer(factors, problem, steps, sparse):
+    """A callable returning one measurement of the time per step of ``train``."""
+
+    def run(s):
+        res = tr.train(factors, problem, lr=1e-3, steps=s, schedule=tr.Schedule.every(s),
+                       sparse=sparse)
+        return res.W
+
+    run(steps), run(2 * steps)  # compile both record layouts
+
+    def once():
+        t0 = time.perf_counter()
+        run(steps)
+        t1 = time.perf_counter()
+        run(2 * steps)
+        t2 = time.perf_counter()
+        return steps, t1 - t0, t2 - t1
+
+    return once
+
+
+def floor_timer(factors, steps):
+    """Only the six dependent matrix products of a dense depth-3 step, in a jitted loop."""
+
+    @jax.jit
+    def loop(fs, n):
+        def body(_, c):
+            W1, W2, W3, G = c
+            P = W2 @ W1
+            W = W3 @ P
+            G = G + 1e-9 * W
+            L = W3.T @ G
+            a, b, d = G @ P.T, L @ W1.T, W2.T @ L
+            return (W1 - 1e-9 * d, W2 - 1e-9 * b, W3 - 1e-9 * a, G)
+
+        return jax.lax.fori_loop(0, n, body, (*fs, jnp.zeros_like(fs[2] @ fs[0])))
+
+    jax.block_until_ready(loop(factors, steps))
+
+    def once():
+        t0 = time.perf_counter()
+        jax.block_until_ready(loop(factors, steps))
+        t1 = time.perf_counter()
+        jax.block_until_ready(loop(factors, 2 * steps))
+        t2 = time.perf_counter()
+        return steps, t1 - t0, t2 - t1
+
+    return once
+
+
+def best_of(timers: dict, rounds: int = ROUNDS) -> dict:
+    """Time per step of each contender: ``(min t(2S) - min t(S)) / S`` over ``rounds`` rounds,
+    each timing every contender once, in turn (the minima drop the rounds slowed by other
+    jobs; a minimum of differences would be biased low by a slowed ``t(S)``)."""
+    short = {k: np.inf for k in timers}
+    long = {k: np.inf for k in timers}
+    steps = {}
+    for _ in range(rounds):
+        for k, once in timers.items():
+            steps[k], t_short, t_long = once()
+            short[k], long[k] = min(short[k], t_short), min(long[k], t_long)
+    return {k: (long[k] - short[k]) / steps[k] for k in timers}
+
+
+def completion(n, m, rank, seed=0):
+    W_star = pb.low_rank_ground_truth(jax.random.PRNGKey(seed), (n, n), rank)
+    return pb.sample_completion(jax.random.PRNGKey(seed + 1), W_star, m)
+
+
+def agree(factors, prob, steps=3) -> float:
+    """Max relative difference of the end-to-end matrices after a few steps, sparse vs dense."""
+    a = tr.train(factors, prob, lr=1.0, steps=steps, sparse=True).W
+    b = tr.train(factors, prob, lr=1.0, steps=steps, sparse=False).W
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def fmt(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:,.0f} us"
+    return f"{seconds * 1e3:,.1f} ms" if seconds < 1 else f"{seconds:,.2f} s"
+
+
+def plan_of(prob, dims) -> str:
+    auto = "sparse" if pb.sparse_is_cheaper(prob, dims) else "dense"
+    sp = pb.SparseCompletion(prob, dims)
+    return f"{auto} (split k={sp.split}, entries by {sp.forward})"
+
+
+def random_completion(dims, m, seed=0):
+    """``m`` distinct uniformly random entries with Gaussian values (the rule grid)."""
+    d_out, d_in = dims[-1], dims[0]
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(d_out * d_in, m, replace=False)
+    return pb.MatrixCompletion(idx // d_in, idx % d_in, rng.standard_normal(m), (d_out, d_in))
+
+
+# (widths, m, steps per timing): the check of the automatic rule
+GRID = [
+    ((2, 2, 2, 2), 3, 100_000),
+    ((10, 10, 10, 10), 99, 20_000),
+    ((30, 30, 30, 30), 180, 5_000),
+    ((30, 30, 30, 30), 899, 5_000),
+    ((100, 100, 100), 2_000, 1_000),
+    ((100, 100, 100, 100), 500, 500),
+    ((100, 100, 100, 100), 5_000, 500),
+    ((100, 100, 100, 100), 10_000, 500),
+    ((100, 100, 100, 100, 100), 2_000, 300),
+    ((400, 400, 400, 400), 16_000, 20),
+    ((400, 64, 64, 400), 16_000, 50),
+]
+
+
+NOTES = """\
+Reading these numbers. The step does what was asked of it (the observed entries, the residual, two
+sparse-dense products of the split width, no dense d_N x d_0 gradient); the targets are missed
+because of what those pieces cost on this 2-core CPU:
+
+- Spread: the machine was shared with other jobs. Three runs of this script on 2026-11-27 gave
+  (a) sparse / floor 0.72-1.67 (the floor itself 194-489 us) and dense / sparse 0.95-1.54x;
+  (b) width n 1.22-1.60x, width 128 1.63-2.12x, 1% observed 4.4-7.5x. Every run misses the
+  three targets.
+- Products: a depth-3 sparse step needs three dense products for the layer gradients (the
+  chain `W_{k+1:N}` or `W_{1:k}` and the two that carry `G W_{1:k}^T` and `W_{k+1:N}^T G` to the
+  other layers), plus the observed entries: at 10-20% observed it is cheaper to read them off
+  one more dense product `W_{k+1:N} W_{1:k}` than to gather `m x d_k` factor entries (an XLA:CPU
+  gather costs ~25 dense multiply-adds per element; the gather wins below ~4% observed, as in
+  the 1% row). So four dense products instead of six, not three.
+- Sparse-dense products (`jax.experimental.sparse.BCSR @ dense`, a native jaxlib kernel on
+  CPU) cost ~2-3 dense multiply-adds per nonzero x column at width 100-128 and ~5 at width
+  2,000 even with the dense operand cut into cache-sized column blocks (2x faster than
+  without, measured separately): at 10% observed the two calls add back about one dense product at width n.
+- Hence (a): (4 + 2 x 0.2 x 3) / 6 = 0.87 of the floor's product work at best, not 0.7;
+  (b) width n: about (4 + 1) / 6, not 1.8x; width 128: the n x 128 x n product for the
+  observed entries is about half of the sparse step, so about 2x, not 5x. With fewer
+  observations the sparse path pulls well ahead (the 1% row).
+- A GPU would change the balance (cuSPARSE, fast gathers); this venv has the CPU jaxlib
+  only, so nothing here was measured on one.
+"""
+
+
+def main() -> None:
+    started = time.perf_counter()
+    rows = []
+
+    # (a) 100x100, m = 2000, width 100
+    prob = completion(100, 2000, 5)
+    dims = (100, 100, 100, 100)
+    fs = nw.gaussian_init(jax.random.PRNGKey(2), dims, 1e-2, per="product")
+    t = best_of({"sparse": train_timer(fs, prob, 1000, True),
+                 "dense": train_timer(fs, prob, 1000, False),
+                 "floor": floor_timer(fs, 1000)}, SMALL_ROUNDS)
+    rows.append(("(a) 100 x 100, m = 2,000 (20%), width 100", t, agree(fs, prob),
+                 plan_of(prob, dims),
+                 f"sparse / floor = {t['sparse'] / t['floor']:.2f} (target <= 0.7); "
+                 f"dense / sparse = {t['dense'] / t['sparse']:.2f}x"))
+    print(rows[-1], flush=True)
+
+    # (b) n = 2000, 10% observed; width 2000 and 128; then 1% observed, width 128
+    n = 2000
+    for m, width, steps, target in ((400_000, n, 2, 1.8), (400_000, 128, 10, 5.0),
+                                    (40_000, 128, 10, None)):
+        prob = completion(n, m, 10)
+        dims = (n, width, width, n)
+        fs = nw.gaussian_init(jax.random.PRNGKey(2), dims, 1e-2, per="product")
+        t = best_of({"sparse": train_timer(fs, prob, steps, True),
+                     "dense": train_timer(fs, prob, steps, False)})
+        note = f"dense / sparse = {t['dense'] / t['sparse']:.2f}x"
+        note += f" (target >= {target}x)" if target else " (no target)"
+        label = f"(b) {n:,} x {n:,}, m = {m:,} ({m / n**2:.0%}), width {width:,}"
+        rows.append((label, t, agree(fs, prob, steps=2), plan_of(prob, dims), note))
+        print(rows[-1], flush=True)
+
+    lines = ["| case | sparse step | dense step | dense matmul floor | result | rule picks "
+             "| sparse vs dense W after 2-3 steps |",
+             "|---|---|---|---|---|---|---|"]
+    for label, t, diff, plan, note in rows:
+        floor = fmt(t["floor"]) if "floor" in t else "-"
+        lines.append(f"| {label} | {fmt(t['sparse'])} | {fmt(t['dense'])} | {floor} | {note} "
+                     f"| {plan} | {diff:.0e} |")
+    table = "\n".join(lines)
+    print(table, flush=True)
+
+    grid = ["| widths (d_0, ..., d_N) | m (observed) | dense step | sparse step | faster "
+            "| rule picks |", "|---|---|---|---|---|---|"]
+    for dims, m, steps in GRID:
+        prob = random_completion(dims, m)
+        fs = nw.gaussian_init(jax.random.PRNGKey(2), dims, 1e-2, per="product")
+        t = best_of({"sparse": train_timer(fs, prob, steps, True),
+                     "dense": train_timer(fs, prob, steps, False)}, SMALL_ROUNDS)
+        faster = "sparse" if t["sparse"] < t["dense"] else "dense"
+        grid.append(f"| {dims} | {m:,} ({m / (dims[0] * dims[-1]):.0%}) | {fmt(t['dense'])} "
+                    f"| {fmt(t['sparse'])} | {faster} ({max(t.values()) / min(t.values()):.2f}x) "
+                    f"| {plan_of(prob, dims)} |")
+        print(grid[-1], flush=True)
+    grid_table = "\n".join(grid)
+
+    load = os.getloadavg()[0]
+    section = (
+        "## Sparse completion step (benchmarks/bench_sparse.py)\n\n"
+        f"Date: {dt.date.today()}. Machine: {cpu_name()}, {jax.device_count()} "
+        f"{jax.default_backend()} device(s). JAX {jax.__version__}, NumPy {np.__version__}, "
+        f"Python {sys.version.split()[0]}, float64; load average {load:.1f} at the end (other "
+        "jobs were running).\n"
+        "Command: `.venv/bin/python benchmarks/bench_sparse.py` (time per GD step, depth 3 "
+        f"unless stated, best of {ROUNDS} rounds (n = 2,000) or {SMALL_ROUNDS} (the others) "
+        "alternating the contenders, `(min t(2S) - min t(S)) / S` so that the records cancel; "
+        f"{time.perf_counter() - started:.0f} s in all).\n\n"
+        f"{table}\n\n"
+        "Targets: (a) sparse <= 0.7x the dense matmul floor; (b) >= 1.8x the dense "
+        "path at width n, >= 5x at width 128.\n\n"
+        "The automatic rule (`problems.sparse_is_cheaper`, used by `train(..., sparse=None)`) "
+        "against the measured step times, random observations:\n\n"
+        f"{grid_table}\n\n"
+        f"{NOTES}"
+    )
+    write_section("bench_sparse", section)
+
+
+if __name__ == "__main__":
+    main()
