@@ -6,6 +6,9 @@ import os
 import platform
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+
 from deeplinear.store import atomic_write
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
@@ -34,3 +37,23 @@ def write_section(name: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     atomic_write(BENCHMARKS_MD, text)
+
+
+@jax.jit
+def dense_floor_loop(factors, n):
+    """The matmul floor of a dense depth-3 GD step: only its six dependent matrix products
+    (``P = W2 W1``, ``W = W3 P``, ``L = W3^T G``, ``G P^T``, ``L W1^T``, ``W2^T L``), ``n`` times in a
+    jitted loop (``n`` is traced: one compilation serves every length)."""
+
+    def body(_, c):
+        W1, W2, W3, G = c
+        P = W2 @ W1
+        W = W3 @ P
+        G = G + 1e-9 * W
+        L = W3.T @ G
+        a, b, d = G @ P.T, L @ W1.T, W2.T @ L
+        return (W1 - 1e-9 * d, W2 - 1e-9 * b, W3 - 1e-9 * a, G)
+
+    W1, _, W3 = factors
+    return jax.lax.fori_loop(0, n, body, (*factors, jnp.zeros((W3.shape[0], W1.shape[1]),
+                                                              W1.dtype)))

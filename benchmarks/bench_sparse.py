@@ -23,9 +23,8 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from _common import cpu_name, write_section
+from _common import cpu_name, dense_floor_loop, write_section
 
 import deeplinear  # noqa: F401  (enables float64)
 from deeplinear import network as nw
@@ -59,27 +58,14 @@ def train_timer(factors, problem, steps, sparse):
 
 def floor_timer(factors, steps):
     """Only the six dependent matrix products of a dense depth-3 step, in a jitted loop."""
-
-    @jax.jit
-    def loop(fs, n):
-        def body(_, c):
-            W1, W2, W3, G = c
-            P = W2 @ W1
-            W = W3 @ P
-            G = G + 1e-9 * W
-            L = W3.T @ G
-            a, b, d = G @ P.T, L @ W1.T, W2.T @ L
-            return (W1 - 1e-9 * d, W2 - 1e-9 * b, W3 - 1e-9 * a, G)
-
-        return jax.lax.fori_loop(0, n, body, (*fs, jnp.zeros_like(fs[2] @ fs[0])))
-
-    jax.block_until_ready(loop(factors, steps))
+    loop = dense_floor_loop
+    jax.block_until_ready(loop(tuple(factors), steps))
 
     def once():
         t0 = time.perf_counter()
-        jax.block_until_ready(loop(factors, steps))
+        jax.block_until_ready(loop(tuple(factors), steps))
         t1 = time.perf_counter()
-        jax.block_until_ready(loop(factors, 2 * steps))
+        jax.block_until_ready(loop(tuple(factors), 2 * steps))
         t2 = time.perf_counter()
         return steps, t1 - t0, t2 - t1
 

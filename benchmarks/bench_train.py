@@ -17,9 +17,8 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from _common import cpu_name, write_section
+from _common import cpu_name, dense_floor_loop, write_section
 
 import deeplinear  # noqa: F401  (enables float64)
 from deeplinear import network as nw
@@ -58,21 +57,7 @@ def numpy_eager(factors, rows, cols, values, lr, steps):
 
 def matmul_floor(factors, steps):
     """Only the six dependent matrix products of one step, in a jitted loop of ``steps``."""
-
-    @jax.jit
-    def run(fs):
-        def body(_, c):
-            W1, W2, W3, G = c
-            P = W2 @ W1
-            W = W3 @ P
-            G = G + 1e-9 * W
-            L = W3.T @ G
-            a, b, d = G @ P.T, L @ W1.T, W2.T @ L
-            return (W1 - 1e-9 * d, W2 - 1e-9 * b, W3 - 1e-9 * a, G)
-
-        return jax.lax.fori_loop(0, steps, body, (*fs, jnp.zeros_like(fs[2] @ fs[0])))
-
-    return lambda: jax.block_until_ready(run(factors))
+    return lambda: jax.block_until_ready(dense_floor_loop(tuple(factors), steps))
 
 
 def case(name, prob, factors, lr, steps, numpy_steps):
