@@ -187,7 +187,8 @@ def level(text: str) -> str:
 def load_text(run: dict[str, Any], what: str = "the run") -> str:
     """The load seen during a saved run, and what else ran, as recorded."""
     lo, hi = run["load_1min"]
-    text = f"1-minute load average {lo:.1f}–{hi:.1f} during {what}, which it includes"
+    span = f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f}"
+    text = f"1-minute load average {span} during {what}, which it includes"
     return text + (f"; {run['note']}" if run.get("note") else "")
 
 
