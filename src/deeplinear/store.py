@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from deeplinear.config import ConfigError, config_dict, dump_toml, run_id
+from deeplinear.config import ConfigError, config_dict, dump_toml, run_id, short_path
 from deeplinear.experiments.base import (
     FINISHED,
     Divergence,
@@ -172,13 +172,8 @@ def _probe_writable(folder: Path, label: str, path: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise OutputError(f"{label} {_short(path)}: cannot write in {_short(folder)} "
+        raise OutputError(f"{label} {short_path(path)}: cannot write in {short_path(folder)} "
                           f"({err.strerror}); choose a writable folder") from None
-
-
-def _short(path: Path, limit: int = 120) -> str:
-    text = str(path)
-    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def check_output(path: str | Path, *, label: str = "--out", create: bool = True,
@@ -198,24 +193,24 @@ def check_output(path: str | Path, *, label: str = "--out", create: bool = True,
     except (FileNotFoundError, NotADirectoryError):  # missing (perhaps under a file: see below)
         st = None
     except OSError as err:
-        raise OutputError(f"{label} {_short(path)}: cannot be used ({err.strerror}); "
+        raise OutputError(f"{label} {short_path(path)}: cannot be used ({err.strerror}); "
                           "choose another path") from None
     if st is not None:
         if stat.S_ISLNK(st.st_mode):
-            raise OutputError(f"{label} {_short(path)}: is a symlink; deeplinear does not write "
+            raise OutputError(f"{label} {short_path(path)}: is a symlink; deeplinear does not write "
                               "through links, give the real folder or a new path")
         if not stat.S_ISDIR(st.st_mode):
-            raise OutputError(f"{label} {_short(path)}: is {_describe(st.st_mode)}, not a folder; "
+            raise OutputError(f"{label} {short_path(path)}: is {_describe(st.st_mode)}, not a folder; "
                               "deeplinear will not replace it, choose a new path")
         try:
             empty = not any(path.iterdir())
         except OSError as err:
-            raise OutputError(f"{label} {_short(path)}: cannot be read ({err.strerror})") from None
+            raise OutputError(f"{label} {short_path(path)}: cannot be read ({err.strerror})") from None
         if not empty and run and not _is_run_folder(path):
-            raise OutputError(f"{label} {_short(path)}: is not a run folder (no status.json of "
+            raise OutputError(f"{label} {short_path(path)}: is not a run folder (no status.json of "
                               "deeplinear's); choose a new or empty folder")
         if not empty and not is_ours(path):
-            raise OutputError(f"{label} {_short(path)}: is a folder deeplinear did not make (no "
+            raise OutputError(f"{label} {short_path(path)}: is a folder deeplinear did not make (no "
                               "status.json, index.sqlite or .deeplinear); choose a new or empty "
                               "folder")
         _probe_writable(path, label, path)
@@ -225,13 +220,13 @@ def check_output(path: str | Path, *, label: str = "--out", create: bool = True,
     while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise OutputError(f"{label} {_short(path)}: cannot be created, {_short(ancestor)} is not "
+        raise OutputError(f"{label} {short_path(path)}: cannot be created, {short_path(ancestor)} is not "
                           "a folder; choose another path")
     if create:
         try:
             path.mkdir(parents=True)
         except OSError as err:
-            raise OutputError(f"{label} {_short(path)}: cannot be created ({err.strerror}); "
+            raise OutputError(f"{label} {short_path(path)}: cannot be created ({err.strerror}); "
                               "choose a writable location") from None
         _probe_writable(path, label, path)
     else:
@@ -394,8 +389,8 @@ def _move_into_place(tmp: Path, run_dir: Path, rid: str, *, replace: bool) -> Pa
             return run_dir
         if run_dir.is_symlink() or not run_dir.is_dir() or (
                 any(run_dir.iterdir()) and not _is_run_folder(run_dir)):
-            raise OutputError(f"{_short(run_dir)} was replaced by something deeplinear did not make "
-                              f"while the run worked; its results are in {_short(tmp)}")
+            raise OutputError(f"{short_path(run_dir)} was replaced by something deeplinear did not make "
+                              f"while the run worked; its results are in {short_path(tmp)}")
         if not any(run_dir.iterdir()):
             os.replace(tmp, run_dir)  # rename(2) replaces an empty folder
             return run_dir
@@ -535,7 +530,7 @@ class SweepIndex:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._create_or_migrate()
         except sqlite3.DatabaseError as err:
-            raise OutputError(f"sweep index {_short(self.path)}: {err}; move it away to start the "
+            raise OutputError(f"sweep index {short_path(self.path)}: {err}; move it away to start the "
                               "sweep afresh (finished run folders are kept)") from None
 
     def _create_or_migrate(self) -> None:

@@ -153,6 +153,7 @@ def run(config: Fig3Config, progress: Progress | None = None) -> Results:
     rows, notes = [], []
     summary: dict[str, float | int | str | None] = {}
     out = Results(subruns=total)
+    top5: tuple[float, ...] | None = None  # depth 3 completion: the notes' panel
     for kind in config.problems:
         problem = _problem(kind, k_obs, W_star, config.observations)
         for depth, lr, steps in zip(config.depths, config.lrs, config.steps, strict=True):
@@ -190,16 +191,18 @@ def run(config: Fig3Config, progress: Progress | None = None) -> Results:
             for r in range(min(config.rank, k)):
                 summary[f"rise_step_{tag}_sigma{r + 1}"] = float(rise[r])
             if kind == "completion" and depth == 3 and sig.size:  # the notes' depth-3 panel
-                summary["final_top5_depth3"] = ", ".join(f"{v:.1f}" for v in sig[-1, :5])
+                top5 = tuple(round(float(v), 1) for v in sig[-1, :5])
+                summary["final_top5_depth3"] = ", ".join(f"{v:.1f}" for v in top5)
             rows.append(dict(row, final_loss=float(res.loss[-1]), recon_error=err,
                              **{f"sigma{r + 1}": float(sig[-1, r]) for r in range(k)}))
             task.advance()
     out.tables, out.arrays, out.summary, out.notes = {"runs": rows}, arrays, summary, notes
-    out.headline = _headline(config, summary, arrays["ground_truth_sigma"])
+    out.headline = _headline(config, summary, arrays["ground_truth_sigma"], top5)
     return out
 
 
-def _headline(config: Fig3Config, summary: dict, gt_sigma: np.ndarray) -> list[Headline]:
+def _headline(config: Fig3Config, summary: dict, gt_sigma: np.ndarray,
+              top5: tuple[float, ...] | None) -> list[Headline]:
     """Completion errors of depths 1-3 and depth 3's top-5 singular values (the notes' panel)."""
     same = (config.n, config.rank, config.observations) == (100, 5, 2000)
     on = (f"synthetic {config.n}x{config.n} rank-{config.rank} ground truth (top singular values "
@@ -214,10 +217,8 @@ def _headline(config: Fig3Config, summary: dict, gt_sigma: np.ndarray) -> list[H
         reason = f"this run has no completion run at depth {depth}" if missing else size
         out.append(Headline(key, summary.get(key), f"reconstruction error mean_ij (W - W*)_ij^2 "
                             f"at the end of GD, depth {depth}", on, reason))
-    top5 = summary.get("final_top5_depth3")
-    value = None if top5 is None else tuple(float(v) for v in str(top5).split(", "))
     missing = "completion" not in config.problems or 3 not in config.depths
-    out.append(Headline("final_top5_depth3", value, "top-5 singular values of W at the end of GD, "
+    out.append(Headline("final_top5_depth3", top5, "top-5 singular values of W at the end of GD, "
                         "depth 3 (the rest stay near 0)", on,
                         "this run has no completion run at depth 3" if missing else size))
     return out

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deeplinear.experiments.base import Divergence
 from deeplinear.store import PARTIAL, csv_cell
 
 VERIFY_FILE = "verify.json"
@@ -285,7 +286,7 @@ def _divergence(item: Any) -> str:
     if step is not None and (not isinstance(step, int) or isinstance(step, bool)):
         raise _DamageError(f"status.json: a divergence's 'step' is {_kind(step)}, expected an "
                            "integer or null")
-    return short(label, 120) + ": diverged" + ("" if step is None else f" at step {step}")
+    return str(Divergence(short(label, 120), step))
 
 
 def _figures(run_dir: Path, entries: list[Any]) -> dict[Path, bytes]:
