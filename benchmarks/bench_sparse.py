@@ -26,10 +26,11 @@ import jax
 import numpy as np
 from _common import cpu_name, dense_floor_loop, write_section
 
-import deeplinear  # noqa: F401  (enables float64)
 from deeplinear import network as nw
 from deeplinear import problems as pb
 from deeplinear import train as tr
+
+jax.config.update("jax_enable_x64", True)  # float64 by default (a script may; the library does not)
 
 ROUNDS = 3  # the n = 2,000 cases (a dense step at width n takes over a second)
 SMALL_ROUNDS = 7  # (a) and the rule grid: cheap, and noisier

@@ -19,17 +19,20 @@ The public API, in one place (each name is documented where it is defined):
   statement), ``experiments`` (one per figure), ``overparam`` (overparameterized equinox models),
   ``data``, ``store``, ``sweep``, ``report``, ``config``, ``cli``.
 
-Importing the package enables float64 in JAX (the theory needs it, §4 pitfall 3).
+Precision: importing the package changes nothing in JAX's configuration. Every function computes
+in the dtype of its inputs, initializers and data generators take ``dtype`` (default JAX's
+default float: float32, or float64 under ``jax_enable_x64``). For float64 (§4 pitfall 3), call
+:func:`enable_x64` once, or compute inside ``with deeplinear.float64():`` (``jax.enable_x64(True)``).
+The notes' experiments and the theory checks always run in float64.
 """
 
+import contextlib
 import importlib
 from typing import Any
 
 import jax
 
-jax.config.update("jax_enable_x64", True)
-
-from deeplinear.network import (  # noqa: E402
+from deeplinear.network import (
     balanced_init,
     balancedness,
     end_to_end,
@@ -39,7 +42,7 @@ from deeplinear.network import (  # noqa: E402
     orthogonal_init,
     with_det_sign,
 )
-from deeplinear.problems import (  # noqa: E402
+from deeplinear.problems import (
     CustomLoss,
     LpRegression,
     MatrixCompletion,
@@ -49,7 +52,7 @@ from deeplinear.problems import (  # noqa: E402
     sample_completion,
     sample_sensing,
 )
-from deeplinear.simulate import end_to_end_descent, end_to_end_gradient_flow  # noqa: E402
+from deeplinear.simulate import end_to_end_descent, end_to_end_gradient_flow
 
 __version__ = "0.1.0"
 
@@ -66,9 +69,11 @@ __all__ = [
     "__version__",
     "balanced_init",
     "balancedness",
+    "enable_x64",
     "end_to_end",
     "end_to_end_descent",
     "end_to_end_gradient_flow",
+    "float64",
     "gaussian_init",
     "identity_init",
     "imbalance",
@@ -79,6 +84,18 @@ __all__ = [
     "with_det_sign",
     *_SUBMODULES,
 ]
+
+
+def enable_x64(enabled: bool = True) -> None:
+    """Switch JAX to float64 (``enabled=True``) or back to float32 for the whole process: the
+    same as ``jax.config.update("jax_enable_x64", enabled)``. Call it before creating arrays."""
+    jax.config.update("jax_enable_x64", bool(enabled))
+
+
+def float64() -> contextlib.AbstractContextManager:
+    """``with deeplinear.float64(): ...`` computes in float64 inside the block only
+    (``jax.enable_x64(True)``, local to the thread; how experiments and checks run)."""
+    return jax.enable_x64(True)
 
 
 def __getattr__(name: str) -> Any:

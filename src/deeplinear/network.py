@@ -17,6 +17,9 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
+
+from deeplinear._dtype import as_float, float_dtype
 
 __all__ = [
     "balanced_from_matrix",
@@ -251,35 +254,42 @@ def gaussian_init(
     scale: float,
     *,
     per: Literal["layer", "product"] = "layer",
+    dtype: DTypeLike | None = None,
 ) -> Factors:
     """Independent Gaussian layers.
 
     ``per="layer"``: every entry of every layer is ``N(0, scale^2)`` (RC20's repo, §E5).
     ``per="product"``: layer entries are ``N(0, (scale^{1/N} / sqrt(d_{j-1}))^2)`` so that
     ``||W_{1:N}||_F ≈ scale * sqrt(d_N)`` (roosephu's default, §E3).
+    ``dtype`` (here and in every initializer below): the layers' float dtype, default JAX's
+    default float (float32, or float64 under x64).
     """
     dims = _check_dims(dims)
     scale = _check_scale(scale)
+    dtype = float_dtype(dtype)
     if per not in ("layer", "product"):
         raise ValueError(f"per must be 'layer' or 'product', got {per!r}")
     n = len(dims) - 1
     keys = jax.random.split(key, n)
     out = []
     for j in range(n):
-        std = scale if per == "layer" else scale ** (1.0 / n) / jnp.sqrt(dims[j])
-        out.append(std * jax.random.normal(keys[j], (dims[j + 1], dims[j]), dtype=jnp.float64))
+        std = scale if per == "layer" else scale ** (1.0 / n) / math.sqrt(dims[j])
+        out.append(std * jax.random.normal(keys[j], (dims[j + 1], dims[j]), dtype=dtype))
     return tuple(out)
 
 
-def identity_init(dims: Sequence[int], scale: float) -> Factors:
+def identity_init(dims: Sequence[int], scale: float, *, dtype: DTypeLike | None = None) -> Factors:
     """``W_j = scale^{1/N} I`` (zero-padded if rectangular): balanced, product ``scale I`` (§2.5)."""
     dims = _check_dims(dims)
     n = len(dims) - 1
     s = _check_scale(scale) ** (1.0 / n)
-    return tuple(s * jnp.eye(dims[j + 1], dims[j], dtype=jnp.float64) for j in range(n))
+    dtype = float_dtype(dtype)
+    return tuple(s * jnp.eye(dims[j + 1], dims[j], dtype=dtype) for j in range(n))
 
 
-def orthogonal_init(key: jax.Array, dims: Sequence[int], scale: float) -> Factors:
+def orthogonal_init(
+    key: jax.Array, dims: Sequence[int], scale: float, *, dtype: DTypeLike | None = None
+) -> Factors:
     """Scaled orthogonal layers chained so that they are balanced (§2.5, roosephu).
 
     A random (semi-)orthogonal ``Q`` of shape ``(d_N, d_0)`` is split by Procedure 1, so every
@@ -288,7 +298,7 @@ def orthogonal_init(key: jax.Array, dims: Sequence[int], scale: float) -> Factor
     dims = _check_dims(dims)
     n = len(dims) - 1
     s = _check_scale(scale) ** (1.0 / n)
-    A = jax.random.normal(key, (dims[-1], dims[0]), dtype=jnp.float64)
+    A = jax.random.normal(key, (dims[-1], dims[0]), dtype=float_dtype(dtype))
     U, _, Vt = jnp.linalg.svd(A, full_matrices=False)
     return balanced_from_matrix(s**n * (U @ Vt), dims)
 
@@ -298,13 +308,14 @@ def balanced_from_matrix(A: jax.Array, dims: Sequence[int]) -> Factors:
 
     With the thin SVD ``A = U Σ V^T`` and ``k = min(d_0, d_N)``: ``W_1 ≃ Σ^{1/N} V^T``,
     ``W_j ≃ Σ^{1/N}`` (1 < j < N), ``W_N ≃ U Σ^{1/N}``, each zero-padded to its shape.
+    The factors have the dtype of ``A`` (JAX's default float for an integer ``A``).
     """
     dims = _check_dims(dims)
     if A.shape != (dims[-1], dims[0]):
         raise ValueError(f"A has shape {A.shape}, expected (d_N, d_0) = {(dims[-1], dims[0])}")
     _check_no_bottleneck(dims)
     n = len(dims) - 1
-    A = jnp.asarray(A, dtype=jnp.float64)
+    A = as_float(A)
     if n == 1:
         return (A,)
     U, s, Vt = jnp.linalg.svd(A, full_matrices=False)
@@ -319,12 +330,14 @@ def balanced_from_matrix(A: jax.Array, dims: Sequence[int]) -> Factors:
     return tuple(layers)
 
 
-def balanced_init(key: jax.Array, dims: Sequence[int], scale: float) -> Factors:
+def balanced_init(
+    key: jax.Array, dims: Sequence[int], scale: float, *, dtype: DTypeLike | None = None
+) -> Factors:
     """Balanced initialization (§2.5): sample ``A`` with i.i.d. ``N(0, scale^2)`` entries, then
     :func:`balanced_from_matrix`. Imbalance is exactly zero up to rounding."""
     dims = _check_dims(dims)
     scale = _check_scale(scale)
-    A = scale * jax.random.normal(key, (dims[-1], dims[0]), dtype=jnp.float64)
+    A = scale * jax.random.normal(key, (dims[-1], dims[0]), dtype=float_dtype(dtype))
     return balanced_from_matrix(A, dims)
 
 

@@ -4,6 +4,10 @@ A problem is a frozen ``equinox.Module`` (a pytree, so it can be passed through 
 with ``shape = (d_N, d_0)``, ``loss(W)``, ``grad(W)`` and ``value_and_grad(W)``. The
 overparameterized objective of Def 2 is ``phi(W_1, ..., W_N) = problem.loss(end_to_end(factors))``.
 
+A problem keeps its data in the data's float dtype (``dtype=`` converts; integers and Python
+numbers become JAX's default float); the generators take ``dtype`` (default: JAX's default float,
+or the dtype of the ground truth they sample).
+
 Loss scalings differ between the papers (§4 pitfall 9); ``reduction`` names them:
 
 * ``"mean"``: mean over observations of the squared residual, no ½ (roosephu, §E3);
@@ -23,8 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse as jsparse
+from jax.typing import DTypeLike
 
 from deeplinear import network as nw
+from deeplinear._dtype import as_float, float_dtype
 
 __all__ = [
     "completion_2x2",
@@ -68,6 +74,12 @@ def _check_finite(name: str, array: np.ndarray | jax.Array) -> None:
         raise ValueError(f"{name} must be finite (no inf or nan)")
 
 
+def _same_float(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+    """The arrays in their common (promoted) float dtype: one problem, one dtype."""
+    dtype = jnp.result_type(*arrays)
+    return tuple(a.astype(dtype) for a in arrays)
+
+
 def _coefficients(reduction: str, m: int) -> tuple[float, float]:
     """(loss coefficient c, gradient coefficient 2c) for ``c * Σ r_i^2``."""
     if reduction not in _REDUCTIONS:
@@ -100,8 +112,8 @@ class WhitenedSquare(Problem):
 
     target: jax.Array
 
-    def __init__(self, target: jax.Array):
-        target = jnp.asarray(target, dtype=jnp.float64)
+    def __init__(self, target: jax.Array, *, dtype: DTypeLike | None = None):
+        target = as_float(target, dtype)
         if target.ndim != 2:
             raise ValueError(f"target must be a matrix, got shape {target.shape}")
         self.target = target
@@ -125,9 +137,8 @@ class LpRegression(Problem):
     Y: jax.Array
     p: int = eqx.field(static=True)
 
-    def __init__(self, X: jax.Array, y: jax.Array, p: int = 2):
-        X = jnp.asarray(X, dtype=jnp.float64)
-        y = jnp.asarray(y, dtype=jnp.float64)
+    def __init__(self, X: jax.Array, y: jax.Array, p: int = 2, *, dtype: DTypeLike | None = None):
+        X, y = _same_float(as_float(X, dtype), as_float(y, dtype))
         if X.ndim != 2:
             raise ValueError(f"X must be (examples, features), got shape {X.shape}")
         Y = y[:, None] if y.ndim == 1 else y
@@ -163,9 +174,9 @@ class MatrixSensing(Problem):
     y: jax.Array
     reduction: str = eqx.field(static=True)
 
-    def __init__(self, A: jax.Array, y: jax.Array, reduction: Reduction = "mean"):
-        A = jnp.asarray(A, dtype=jnp.float64)
-        y = jnp.asarray(y, dtype=jnp.float64)
+    def __init__(self, A: jax.Array, y: jax.Array, reduction: Reduction = "mean", *,
+                 dtype: DTypeLike | None = None):
+        A, y = _same_float(as_float(A, dtype), as_float(y, dtype))
         if A.ndim != 3 or y.shape != (A.shape[0],):
             raise ValueError(f"A must be (m, d_N, d_0) and y (m,), got {A.shape} and {y.shape}")
         if A.shape[0] < 1:
@@ -197,10 +208,13 @@ class MatrixCompletion(Problem):
     dims: tuple[int, int] = eqx.field(static=True)
     reduction: str = eqx.field(static=True)
 
-    def __init__(self, rows, cols, values, shape: tuple[int, int], reduction: Reduction = "mean"):
+    def __init__(self, rows, cols, values, shape: tuple[int, int], reduction: Reduction = "mean",
+                 *, dtype: DTypeLike | None = None):
         rows = np.asarray(rows)
         cols = np.asarray(cols)
-        values = np.asarray(values, dtype=np.float64)
+        values = np.asarray(values)
+        if values.dtype.kind not in "biuf":
+            values = np.asarray(values, dtype=np.float64)  # strings etc.: numpy's own error
         if not (rows.shape == cols.shape == values.shape and rows.ndim == 1):
             raise ValueError(
                 f"rows, cols and values must be 1-D of equal length, got {rows.shape}, "
@@ -223,7 +237,7 @@ class MatrixCompletion(Problem):
         _coefficients(reduction, rows.size)
         self.rows = jnp.asarray(rows, dtype=jnp.int32)
         self.cols = jnp.asarray(cols, dtype=jnp.int32)
-        self.values = jnp.asarray(values)
+        self.values = as_float(values, dtype)
         self.dims = (int(shape[0]), int(shape[1]))
         self.reduction = reduction
 
@@ -490,12 +504,14 @@ class CustomLoss(Problem):
 
 
 def low_rank_ground_truth(
-    key: jax.Array, shape: tuple[int, int], rank: int, fro_norm: float | None = None
+    key: jax.Array, shape: tuple[int, int], rank: int, fro_norm: float | None = None, *,
+    dtype: DTypeLike | None = None,
 ) -> jax.Array:
     """``W* = U V^T / sqrt(r)`` with Gaussian ``U, V``, rescaled to ``||W*||_F = fro_norm``.
 
     The default ``fro_norm = sqrt(d_N d_0)`` (``= n`` for ``n x n``, §E3) makes the RMS entry 1, so
     the reconstruction error (mean over entries of (W - W*)^2) equals ``||W - W*||_F^2 / ||W*||_F^2``.
+    ``dtype``: of ``W*`` (default JAX's default float).
     """
     d, dp = _check_int("shape[0]", shape[0], 1), _check_int("shape[1]", shape[1], 1)
     _check_int("rank", rank, 1, min(d, dp))
@@ -503,43 +519,53 @@ def low_rank_ground_truth(
         raise ValueError(f"fro_norm must be a finite number > 0, got {fro_norm!r}")
     if not 1 <= rank <= min(d, dp):
         raise ValueError(f"rank must be in [1, {min(d, dp)}] for shape {shape}, got {rank}")
+    dtype = float_dtype(dtype)
     ku, kv = jax.random.split(key)
-    U = jax.random.normal(ku, (d, rank), dtype=jnp.float64)
-    V = jax.random.normal(kv, (dp, rank), dtype=jnp.float64)
-    W = U @ V.T / jnp.sqrt(rank)
+    U = jax.random.normal(ku, (d, rank), dtype=dtype)
+    V = jax.random.normal(kv, (dp, rank), dtype=dtype)
+    W = U @ V.T / jnp.sqrt(jnp.asarray(rank, dtype))
     target = float(np.sqrt(d * dp)) if fro_norm is None else float(fro_norm)
     return W * (target / jnp.linalg.norm(W))
 
 
 def sample_completion(
-    key: jax.Array, W_star: jax.Array, m: int, reduction: Reduction = "mean"
+    key: jax.Array, W_star: jax.Array, m: int, reduction: Reduction = "mean", *,
+    dtype: DTypeLike | None = None,
 ) -> MatrixCompletion:
-    """Observe ``m`` entries of ``W_star`` drawn uniformly without replacement (§E3)."""
+    """Observe ``m`` entries of ``W_star`` drawn uniformly without replacement (§E3).
+
+    ``dtype``: of the observed values (default: that of ``W_star``)."""
+    W_star = as_float(W_star, dtype)
     d, dp = W_star.shape
     _check_int("m (observations)", m, 1, d * dp)
     if not 1 <= m <= d * dp:
         raise ValueError(f"m (observations) must be in [1, {d * dp}] for a {d}x{dp} matrix, got {m}")
     idx = np.asarray(jax.random.choice(key, d * dp, (m,), replace=False))
     rows, cols = idx // dp, idx % dp
-    return MatrixCompletion(rows, cols, np.asarray(W_star)[rows, cols], (d, dp), reduction)
+    return MatrixCompletion(rows, cols, W_star[rows, cols], (d, dp), reduction)
 
 
 def sample_sensing(
-    key: jax.Array, W_star: jax.Array, m: int, reduction: Reduction = "mean"
+    key: jax.Array, W_star: jax.Array, m: int, reduction: Reduction = "mean", *,
+    dtype: DTypeLike | None = None,
 ) -> MatrixSensing:
-    """Gaussian sensing: ``A_i`` i.i.d. ``N(0, 1/(d_N d_0))`` entries, ``y_i = <A_i, W*>`` (§E3)."""
+    """Gaussian sensing: ``A_i`` i.i.d. ``N(0, 1/(d_N d_0))`` entries, ``y_i = <A_i, W*>`` (§E3).
+
+    ``dtype``: of ``A`` and ``y`` (default: that of ``W_star``)."""
     _check_int("m (measurements)", m, 1)
+    W_star = as_float(W_star, dtype)
     d, dp = W_star.shape
-    A = jax.random.normal(key, (m, d, dp), dtype=jnp.float64) / np.sqrt(d * dp)
+    A = jax.random.normal(key, (m, d, dp), dtype=W_star.dtype) / math.sqrt(d * dp)
     return MatrixSensing(A, jnp.einsum("mij,ij->m", A, W_star), reduction)
 
 
-def completion_2x2() -> MatrixCompletion:
+def completion_2x2(*, dtype: DTypeLike | None = None) -> MatrixCompletion:
     """Complete ``[[*, 1], [1, 0]]`` with loss ``½ Σ_Ω (W_ij - b_ij)^2`` (§2.13, §E5)."""
-    return MatrixCompletion([0, 1, 1], [1, 0, 1], [1.0, 1.0, 0.0], (2, 2), "half_sum")
+    return MatrixCompletion([0, 1, 1], [1, 0, 1], [1.0, 1.0, 0.0], (2, 2), "half_sum",
+                            dtype=float_dtype(dtype))
 
 
-def completion_dxd(d: int) -> MatrixCompletion:
+def completion_dxd(d: int, *, dtype: DTypeLike | None = None) -> MatrixCompletion:
     """The ``d x d`` generalization of §2.13: target ``M[0,1] = M[1,0] = 1``, ``M[i,i] = 1`` for
     ``i >= 2``, zero elsewhere; every entry observed except ``(0, 0)``."""
     _check_int("d", d, 2)
@@ -549,4 +575,4 @@ def completion_dxd(d: int) -> MatrixCompletion:
     rows, cols = np.nonzero(np.ones((d, d), dtype=bool))
     keep = (rows != 0) | (cols != 0)
     rows, cols = rows[keep], cols[keep]
-    return MatrixCompletion(rows, cols, M[rows, cols], (d, d), "half_sum")
+    return MatrixCompletion(rows, cols, M[rows, cols], (d, d), "half_sum", dtype=float_dtype(dtype))

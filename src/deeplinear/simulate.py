@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 
+from deeplinear._dtype import as_float, common_dtype
 from deeplinear.dynamics import end_to_end_flow, end_to_end_update
 from deeplinear.problems import Problem
 from deeplinear.train import FlowResult, MetricFn, Schedule, TrainResult, integrate, iterate
@@ -32,7 +32,8 @@ __all__ = [
 def _validate(W0: jax.Array, problem: Problem, depth: int) -> jax.Array:
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a deeplinear.problems.Problem, got {type(problem).__name__}")
-    W0 = jnp.asarray(W0, dtype=jnp.float64)
+    W0 = as_float(W0)
+    W0 = W0.astype(common_dtype(W0, problem))  # the run's dtype: W0's and the problem's, promoted
     if W0.shape != tuple(problem.shape):
         raise ValueError(f"W0 has shape {W0.shape} but problem.shape is {tuple(problem.shape)}")
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:

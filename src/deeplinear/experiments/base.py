@@ -6,10 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel
+
+from deeplinear._dtype import in_float64
 
 __all__ = [
     "agreement",
@@ -201,6 +203,10 @@ class Experiment:
     ``question``: the question the figure answers, in one sentence (the report's first line);
     ``reported``: the notes' values by headline key (every key must appear in the headline of
     every run, measured or marked not comparable).
+    ``precision``: ``"float64"`` (default) makes ``run`` compute inside ``jax.enable_x64(True)``
+    whoever calls it (CLI, sweep workers, tests), so its numbers do not depend on the caller's
+    JAX configuration; ``"caller"`` leaves the dtype to the caller (an experiment that sets
+    the dtype of every array it creates).
     """
 
     name: str
@@ -212,6 +218,13 @@ class Experiment:
     paper: dict[str, Any] = field(default_factory=dict)
     reported: dict[str, Reported] = field(default_factory=dict)
     question: str = ""
+    precision: Literal["float64", "caller"] = "float64"
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("float64", "caller"):
+            raise ValueError(f"precision must be 'float64' or 'caller', got {self.precision!r}")
+        if self.precision == "float64":
+            object.__setattr__(self, "run", in_float64(self.run))
 
 
 REGISTRY: dict[str, Experiment] = {}

@@ -1,4 +1,9 @@
-"""Check registry: every statement of the notes becomes a named, parameterized numerical check."""
+"""Check registry: every statement of the notes becomes a named, parameterized numerical check.
+
+Checks compute in float64 whatever the caller's JAX configuration (§4 pitfall 3): a registered
+check function runs inside ``jax.enable_x64(True)``, through :meth:`Check.run`, :func:`run_checks`
+or called directly.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
 import numpy as np
+
+from deeplinear._dtype import in_float64
 
 
 def _plain(x: Any) -> Any:
@@ -125,7 +133,8 @@ class Check:
                 f"its parameters are {sorted(self.defaults)}"
             )
         params = {**self.defaults, **overrides}
-        out = self.fn(**params)
+        with jax.enable_x64(True):
+            out = self.fn(**params)
         record = dict(params)
         record["diagnostics"] = out.diagnostics
         return CheckResult(
@@ -154,7 +163,7 @@ def check(name: str, section: str, statement: str) -> Callable[[Callable[..., Ou
         missing = [k for k, v in defaults.items() if v is inspect.Parameter.empty]
         if missing:
             raise ValueError(f"check {name!r}: parameters {missing} need defaults")
-        c = Check(name, statement, section, fn, defaults)
+        c = Check(name, statement, section, in_float64(fn), defaults)
         CHECKS[name] = c
         return c
 

@@ -7,7 +7,9 @@ divergence. Public surface:
 * :func:`train` / :func:`train_replicas`: (optax) gradient descent on the factors of ``phi``;
 * :func:`gradient_flow`: ``dW_j/dt = -dphi/dW_j`` (§2.4) with an adaptive diffrax solver;
 * :func:`iterate` / :func:`integrate`: the same machinery for any state (e.g. the end-to-end rule);
-* :func:`group_rmsprop` and :func:`make_optimizer` (§4 pitfall 8).
+* :func:`group_rmsprop` and :func:`make_optimizer` (§4 pitfall 8);
+* :class:`Parameterization`: the end-to-end map the loops train through (default ``W_N ... W_1``;
+  CP and hierarchical tensor factorizations in ``deeplinear.tensor``).
 
 Modules: ``_engine`` (the compiled recording loop, schedules, progress routing), ``optimizers``,
 ``descent`` (GD on the factors) and ``flow`` (diffrax).
@@ -21,9 +23,19 @@ from deeplinear.train._engine import MetricFn, Schedule, TrainResult, iterate
 from deeplinear.train.descent import train, train_replicas
 from deeplinear.train.flow import SOLVERS, FlowResult, gradient_flow, integrate
 from deeplinear.train.optimizers import OPTIMIZERS, group_rmsprop, make_optimizer
+from deeplinear.train.parameterization import (
+    DEEP_MATRIX,
+    DeepMatrixFactorization,
+    MatricizedFactorization,
+    Parameterization,
+)
 
 __all__ = [
+    "DEEP_MATRIX",
+    "DeepMatrixFactorization",
+    "MatricizedFactorization",
     "OPTIMIZERS",
+    "Parameterization",
     "SOLVERS",
     "FlowResult",
     "MetricFn",

@@ -132,7 +132,7 @@ def _loop(step_fn, state, problem, to_matrix, deltas, stop_loss, divergence_fact
     def outer(carry, delta):
         state, step, status, rec = carry
         _, _, new, new_step, new_status = jax.lax.while_loop(
-            cond, body, (jnp.int64(0), delta, state, step, status)
+            cond, body, (jnp.zeros_like(delta), delta, state, step, status)
         )
         new_rec = _record(new, to_matrix, problem, metrics, state_metrics)
         bad_end = blown_up(new_rec["loss"]) & (new_status != _DIVERGED)
@@ -148,7 +148,7 @@ def _loop(step_fn, state, problem, to_matrix, deltas, stop_loss, divergence_fact
             jax.debug.callback(_report_progress, progress_id, step)
         return (state, step, new_status, rec), (step, stop, rec)
 
-    zero = jnp.int64(0)
+    zero = jnp.zeros((), deltas.dtype)
     status0 = jnp.where(loss0 <= threshold, _CONVERGED, _RUNNING)
     first = _record(state, to_matrix, problem, metrics, state_metrics)
     carry, (steps, stops, recs) = jax.lax.scan(outer, (state, zero, status0, first), deltas)
@@ -208,8 +208,14 @@ def iterate(
 
 
 def _deltas(schedule: Schedule | None, steps: int) -> jax.Array:
-    """Steps between consecutive record points (default: 50 log-spaced records)."""
-    return jnp.asarray(np.diff((schedule or Schedule.log(50)).points(steps)), dtype=jnp.int64)
+    """Steps between consecutive record points (default: 50 log-spaced records), as JAX's default
+    integer (int64 under x64, else int32: 2^31 - 1 steps at most)."""
+    dtype = jnp.result_type(int)
+    if steps > jnp.iinfo(dtype).max:
+        raise ValueError(f"steps must be at most {jnp.iinfo(dtype).max} ({dtype} step counters), "
+                         f"got {steps}; enable x64 for more")
+    deltas = np.diff((schedule or Schedule.log(50)).points(steps))
+    return jnp.asarray(deltas, dtype=dtype)
 
 
 def _check_run(steps, stop_loss, divergence_factor):

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from deeplinear._dtype import as_float, common_dtype
 from deeplinear.network import Factors, dims_of, end_to_end, factor_gradients
 from deeplinear.problems import MatrixCompletion, Problem, SparseCompletion, sparse_is_cheaper
 from deeplinear.train._engine import (
@@ -26,6 +27,7 @@ from deeplinear.train._engine import (
     _reporting,
 )
 from deeplinear.train.optimizers import _OPTIMIZERS, OPTIMIZERS, make_optimizer
+from deeplinear.train.parameterization import DeepMatrixFactorization, Parameterization
 
 __all__ = [
     "train",
@@ -33,15 +35,19 @@ __all__ = [
 ]
 
 
-def _factor_update(problem, optimizer, weight_decay):
+def _factor_update(problem, optimizer, weight_decay, parameterization=None):
     def update(state):
         factors, opt_state = state
-        if isinstance(problem, SparseCompletion):
+        if parameterization is not None:  # CP, HT, matricized, ... (train/parameterization.py)
+            loss, grads = parameterization.value_and_grads(factors, problem)
+        elif isinstance(problem, SparseCompletion):
             loss, grads = problem.value_and_factor_grads(factors)
         else:
             loss, G = problem.value_and_grad(end_to_end(factors))
             grads = factor_gradients(factors, G)
-        grads = tuple(g + weight_decay * w for g, w in zip(grads, factors, strict=True))
+        # in the factors' dtype (a CustomLoss may compute in a wider one)
+        grads = tuple((g + weight_decay * w).astype(w.dtype)
+                      for g, w in zip(grads, factors, strict=True))
         updates, opt_state = optimizer.update(grads, opt_state, factors)
         return (optax.apply_updates(factors, updates), opt_state), loss
 
@@ -55,10 +61,18 @@ class _Static(NamedTuple):
     optimizer_kwargs: tuple
     metrics: tuple
     state_metrics: tuple
+    parameterization: Parameterization | None = None  # None: W_N ... W_1 (Def 2)
 
 
 def _e2e_of_state(state):
     return end_to_end(state[0])
+
+
+def _e2e_of(parameterization):
+    """The state's end-to-end map: ``W_N ... W_1`` or the parameterization's."""
+    if parameterization is None:
+        return _e2e_of_state
+    return lambda state: parameterization.end_to_end(state[0])
 
 
 def _train_core(factors, problem, lr, weight_decay, deltas, threshold, divergence_factor,
@@ -69,8 +83,9 @@ def _train_core(factors, problem, lr, weight_decay, deltas, threshold, divergenc
         opt = static.optimizer
     state = (factors, opt.init(factors))
     state_metrics = {k: (lambda s, f=f: f(s[0])) for k, f in static.state_metrics}
-    return _loop(_factor_update(problem, opt, weight_decay), state, problem, _e2e_of_state, deltas,
-                 threshold, divergence_factor, dict(static.metrics), state_metrics, progress_id)
+    return _loop(_factor_update(problem, opt, weight_decay, static.parameterization), state, problem,
+                 _e2e_of(static.parameterization), deltas, threshold, divergence_factor,
+                 dict(static.metrics), state_metrics, progress_id)
 
 
 _train_program = jax.jit(_train_core, static_argnames=("static",))
@@ -103,32 +118,54 @@ def _step_problem(problem: Problem, dims: tuple[int, ...], sparse: bool | None) 
 
 def _execute(program, factors, problem, lr, optimizer, optimizer_kwargs, weight_decay, schedule,
              stop_loss, metrics, state_metrics, divergence_factor, progress, steps,
-             sparse) -> TrainResult:
+             sparse, parameterization=None) -> TrainResult:
     """Shared by :func:`train` and :func:`train_replicas`: build the static part (the program's
     cache key), run ``program``, report progress and pack the result."""
     _check_run(steps, stop_loss, divergence_factor)
-    problem = _step_problem(problem, dims_of(factors), sparse)
+    if parameterization is None:
+        problem = _step_problem(problem, dims_of(factors), sparse)
+    elif sparse:
+        raise ValueError("sparse=True is for the deep matrix factorization only (parameterization=None)")
     if isinstance(optimizer, str) and optimizer not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     static = _Static(optimizer, tuple(sorted((optimizer_kwargs or {}).items())),
-                     tuple((metrics or {}).items()), tuple((state_metrics or {}).items()))
+                     tuple((metrics or {}).items()), tuple((state_metrics or {}).items()),
+                     parameterization)
     threshold = -np.inf if stop_loss is None else float(stop_loss)
-    factors = tuple(jnp.asarray(w, dtype=jnp.float64) for w in factors)
+    factors, dtype = _in_common_dtype(factors, problem)
     with _reporting(progress) as pid:
-        out = program(factors, problem, lr, jnp.float64(weight_decay), _deltas(schedule, steps),
-                      threshold, float(divergence_factor), pid, static=static)
+        out = program(factors, problem, jnp.asarray(lr, dtype), jnp.asarray(weight_decay, dtype),
+                      _deltas(schedule, steps), threshold, float(divergence_factor), pid,
+                      static=static)
     _finish_progress(progress, steps)
-    res = _pack(*out, _e2e_of_state)
+    res = _pack(*out, _e2e_of(parameterization))
     res.state = res.state[0]
     return res
 
 
-def _validate_train(factors, problem, lr):
+def _in_common_dtype(factors, problem) -> tuple[Factors, np.dtype]:
+    """The factors as float arrays in the dtype the run computes in: the promotion of the
+    factors' and the problem's float dtypes (float32 factors and data: float32 throughout)."""
+    factors = jax.tree_util.tree_map(as_float, factors)
+    dtype = common_dtype(factors, problem)
+    return jax.tree_util.tree_map(lambda w: w.astype(dtype), factors), dtype
+
+
+def _matrix_as_none(parameterization):
+    """``None`` for the plain deep matrix factorization (it keeps the sparse completion step)."""
+    return None if type(parameterization) is DeepMatrixFactorization else parameterization
+
+
+def _validate_train(factors, problem, lr, parameterization=None):
     if not isinstance(factors, tuple) or not factors:
         raise ValueError("factors must be a non-empty tuple of arrays (W_1, ..., W_N)")
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a deeplinear.problems.Problem, got {type(problem).__name__}")
-    shape = (factors[-1].shape[-2], factors[0].shape[-1])
+    if parameterization is not None and not isinstance(parameterization, Parameterization):
+        raise ValueError("parameterization must be a train.Parameterization or None, got "
+                         f"{type(parameterization).__name__}")
+    shape = ((factors[-1].shape[-2], factors[0].shape[-1]) if parameterization is None
+             else parameterization.shape(factors))
     if shape != tuple(problem.shape):
         raise ValueError(f"factors give end-to-end shape {shape} but problem.shape is {problem.shape}")
     if not np.all(np.asarray(lr) > 0):
@@ -151,12 +188,18 @@ def train(
     divergence_factor: float = 1e8,
     progress: Callable[[int], None] | None = None,
     sparse: bool | None = None,
+    parameterization: Parameterization | None = None,
 ) -> TrainResult:
     """Optimize ``phi(W_1..W_N) = l(W_N...W_1)`` over the factors (Def 2).
 
     Plain GD is ``W_j <- W_j - lr (dphi/dW_j + weight_decay W_j)`` with the analytic layer
     gradients of §2.1. ``metrics`` map the end-to-end matrix to a value; ``state_metrics`` map the
     factors (e.g. ``network.imbalance``). The returned ``state`` is the final tuple of factors.
+    ``parameterization`` (:mod:`train.parameterization`; ``None``: ``W_N ... W_1``) replaces the
+    end-to-end map, e.g. a CP or hierarchical tensor factorization (``deeplinear.tensor``):
+    then ``phi = l(parameterization.end_to_end(factors))`` and metrics take that array.
+    The run computes in the dtype of its inputs: the promotion of the factors' and the problem's
+    float dtypes (``lr`` and ``weight_decay`` are cast to it).
     ``progress(step)`` is called on the host at every record point, and with ``steps`` at the end.
 
     The compiled program is cached: calls that differ only in data, ``lr``, ``weight_decay``,
@@ -177,10 +220,10 @@ def train(
     matrices and for tiny problems such as 2x2. Both paths give the same trajectory up to
     rounding. Records and metrics always use the dense end-to-end matrix.
     """
-    _validate_train(factors, problem, lr)
-    return _execute(_train_program, factors, problem, jnp.float64(lr), optimizer, optimizer_kwargs,
+    _validate_train(factors, problem, lr, _matrix_as_none(parameterization))
+    return _execute(_train_program, factors, problem, lr, optimizer, optimizer_kwargs,
                     weight_decay, schedule, stop_loss, metrics, state_metrics, divergence_factor,
-                    progress, steps, sparse)
+                    progress, steps, sparse, _matrix_as_none(parameterization))
 
 
 def train_replicas(
@@ -199,6 +242,7 @@ def train_replicas(
     divergence_factor: float = 1e8,
     progress: Callable[[int], None] | None = None,
     sparse: bool | None = None,
+    parameterization: Parameterization | None = None,
 ) -> TrainResult:
     """:func:`train` for R replicas in one compiled program (``vmap``).
 
@@ -209,8 +253,8 @@ def train_replicas(
     (the rule looks at one replica's widths).
     """
     n_rep = factors[0].shape[0]
-    lrs = jnp.broadcast_to(jnp.asarray(lr, dtype=jnp.float64), (n_rep,))
-    _validate_train(tuple(w[0] for w in factors), problem, np.asarray(lrs))
+    lrs = np.broadcast_to(np.asarray(lr, dtype=np.float64), (n_rep,))
+    _validate_train(tuple(w[0] for w in factors), problem, lrs, _matrix_as_none(parameterization))
     return _execute(_replicas_program, factors, problem, lrs, optimizer, optimizer_kwargs,
                     weight_decay, schedule, stop_loss, metrics, state_metrics, divergence_factor,
-                    progress, steps, sparse)
+                    progress, steps, sparse, _matrix_as_none(parameterization))

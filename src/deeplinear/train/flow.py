@@ -12,10 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deeplinear._dtype import common_dtype
 from deeplinear.network import Factors, end_to_end, factor_gradients
 from deeplinear.problems import Problem
 from deeplinear.train._engine import MetricFn, _finite, _record
-from deeplinear.train.descent import _validate_train
+from deeplinear.train.descent import _in_common_dtype, _matrix_as_none, _validate_train
+from deeplinear.train.parameterization import Parameterization
 
 __all__ = [
     "FlowResult",
@@ -120,21 +122,26 @@ def integrate(
     and ``state`` None: never use them as a result).
     """
     ts = _check_flow(t1, ts, solver, rtol, atol)
+    times = jnp.asarray(ts, common_dtype(y0))  # the state's float dtype
     mets, smets = dict(metrics or {}), dict(state_metrics or {})
-    solve = jax.jit(lambda y: _solve(vector_field, y, problem, float(t1), ts, to_matrix, solver,
+    solve = jax.jit(lambda y: _solve(vector_field, y, problem, float(t1), times, to_matrix, solver,
                                      rtol, atol, mets, smets, max_steps))
     return _finish_flow(solve(y0), ts, problem, to_matrix)
 
 
 @functools.partial(jax.jit, static_argnames=("static",))
 def _flow_program(factors, problem, weight_decay, t1, ts, static):
-    solver, rtol, atol, metrics, state_metrics, max_steps = static
+    solver, rtol, atol, metrics, state_metrics, max_steps, param = static
 
     def field(fs):
-        grads = factor_gradients(fs, problem.grad(end_to_end(fs)))
+        if param is None:
+            grads = factor_gradients(fs, problem.grad(end_to_end(fs)))
+        else:
+            grads = param.value_and_grads(fs, problem)[1]
         return tuple(-g - weight_decay * w for g, w in zip(grads, fs, strict=True))
 
-    return _solve(field, factors, problem, t1, ts, end_to_end, solver, rtol, atol, dict(metrics),
+    e2e = end_to_end if param is None else param.end_to_end
+    return _solve(field, factors, problem, t1, ts, e2e, solver, rtol, atol, dict(metrics),
                   dict(state_metrics), max_steps)
 
 
@@ -151,17 +158,20 @@ def gradient_flow(
     metrics: Mapping[str, MetricFn] | None = None,
     state_metrics: Mapping[str, Callable[[Factors], jax.Array]] | None = None,
     max_steps: int = 1_000_000,
+    parameterization: Parameterization | None = None,
 ) -> FlowResult:
     """Gradient flow on the factors, ``dW_j/dt = -dphi/dW_j - lambda W_j`` (§2.4), by diffrax.
 
     The compiled program is cached across calls that differ only in data, ``t1``, ``ts`` values
     or ``weight_decay`` (see :func:`integrate` for the recording and failure semantics).
+    ``parameterization`` as in :func:`train` (e.g. a CP factorization: ``dw_r^n/dt = -dphi/dw_r^n``).
     """
-    _validate_train(factors, problem, 1.0)
+    param = _matrix_as_none(parameterization)
+    _validate_train(factors, problem, 1.0, param)
     ts = _check_flow(t1, ts, solver, rtol, atol)
-    factors = tuple(jnp.asarray(w, dtype=jnp.float64) for w in factors)
+    factors, dtype = _in_common_dtype(factors, problem)
     static = (solver, float(rtol), float(atol), tuple((metrics or {}).items()),
-              tuple((state_metrics or {}).items()), int(max_steps))
-    out = _flow_program(factors, problem, jnp.float64(weight_decay), jnp.float64(t1),
-                        jnp.asarray(ts), static=static)
-    return _finish_flow(out, ts, problem, end_to_end)
+              tuple((state_metrics or {}).items()), int(max_steps), param)
+    out = _flow_program(factors, problem, jnp.asarray(weight_decay, dtype), jnp.asarray(t1, dtype),
+                        jnp.asarray(ts, dtype), static=static)
+    return _finish_flow(out, ts, problem, end_to_end if param is None else param.end_to_end)

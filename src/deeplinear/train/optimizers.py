@@ -32,8 +32,8 @@ def group_rmsprop(
     """
 
     def init(params):
-        del params
-        return GroupRMSpropState(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float64))
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))  # the parameters' float dtype
+        return GroupRMSpropState(jnp.zeros([], jnp.int32), jnp.zeros([], dtype))
 
     def update(updates, state, params=None):
         del params
