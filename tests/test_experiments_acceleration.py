@@ -47,6 +47,7 @@ def test_regression_config_needs_path_for_gas_sensor():
 @pytest.mark.parametrize("field,value", [
     ("lr", 0.0), ("momentum", 1.0), ("depth", 1), ("seeds", 0), ("channels", [8]),
     ("lr_decay", 1.5), ("weight_decay", -1.0), ("overparam_init", "zeros"), ("extra", 1),
+    ("framework", "tensorflow"), ("dropout", 1.0), ("lr_decay_steps", 0), ("dataset", "mnist5k"),
 ])
 def test_cnn_config_rejects(field, value):
     with pytest.raises(ValidationError, match=field):

