@@ -40,6 +40,11 @@ BREAKS = {
     "sign_preservation": dict(dims=(3, 3)),  # depth 1: det crosses 0
     "norms_to_infinity_2x2": dict(det_sign=-1),  # converges to a finite solution
     "completion_2x2_exercise": dict(b22=0.5),  # a rank-1 solution exists
+    "cp_component_norm_dynamics": dict(balanced=False),  # norms differ within a component
+    "cp_balancedness_conserved": dict(weight_decay=0.4),  # not plain gradient flow
+    "cp_zero_component_stays_zero": dict(zero_vectors=1),  # one zero vector is not enough
+    "ht_local_component_dynamics": dict(balanced=False),
+    "cp_order2_rank_equals_matrix_rank": dict(dims=(3, 3, 3)),  # order 3: rank 5 > unfolding 3
 }
 
 
@@ -153,7 +158,7 @@ def test_matrix_fields_are_not_gradients_even_at_depth2():
 
 
 def test_as_dict_is_json_with_exact_keys():
-    (result,) = run_checks("balancedness_conserved")
+    result = CHECKS["balancedness_conserved"].run()
     d = result.as_dict()
     assert list(d) == ["name", "statement", "measured", "predicted", "tolerance", "comparison",
                        "passed", "params"]

@@ -11,10 +11,12 @@ from deeplinear.theory import (  # noqa: F401  (importing registers the checks)
     checks_dynamics,
     checks_generalization,
     checks_landscape,
+    checks_tensor,
 )
 from deeplinear.theory._base import CHECKS, Check, CheckResult, Outcome, run_checks
 
-_MODULE_ORDER = (checks_landscape, checks_dynamics, checks_convergence, checks_generalization)
+_MODULE_ORDER = (checks_landscape, checks_dynamics, checks_convergence, checks_generalization,
+                 checks_tensor)
 
 
 def _reorder() -> None:
