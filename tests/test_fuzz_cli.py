@@ -54,7 +54,7 @@ def add(id_: str, args: list[str], env: dict[str, str] | None = None,
 
 # ------------------------------------------------------------------ every field of every experiment
 
-ZERO_OK = {"seed", "weight_decay", "nuclear_tol", "dxd", "momentum"}  # fields where 0 is valid
+ZERO_OK = {"seed", "weight_decay", "nuclear_tol", "dxd", "momentum", "noise"}  # 0 is valid
 NESTED_LIST = "[" * DEEP + "]" * DEEP
 NESTED_TABLE = "{a = " * DEEP + "1" + "}" * DEEP
 
@@ -303,6 +303,98 @@ for i, text in enumerate(BAD_SETS):
     add(f"set-syntax-{i}", ["run", "fig2", "--set", text])
 
 
+# ------------------------------------------------------------------ `complete`: bad matrix files
+
+
+def _npy(array) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=True)
+    return buf.getvalue()
+
+
+def _npz(**arrays) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _complete_cases() -> None:
+    import numpy as np
+
+    good = np.arange(6, dtype=float).reshape(2, 3)
+    bad_files = {
+        "empty.csv": b"",
+        "header.csv": b"a,b,c\n1,2,3\n",
+        "ragged.csv": b"1,2,3\n4,5\n",
+        "text.csv": b"1,2,x\n4,5,6\n",
+        "inf.csv": b"1,2,inf\n4,5,6\n",
+        "allmissing-row.csv": b"1,2,3\n,,\n4,5,6\n",
+        "allmissing-col.csv": b"1,,3\n4,,6\n",
+        "nothing.csv": b",,\nnan,NaN,\n",
+        "latin1.csv": "1,2,\xe9\n".encode("latin-1"),
+        "binary.csv": bytes(range(256)),
+        "vector.npy": _npy(np.arange(4.0)),
+        "cube.npy": _npy(np.zeros((2, 2, 2))),
+        "strings.npy": _npy(np.array([["a", "b"]])),
+        "objects.npy": _npy(np.array([[1, None]], dtype=object)),
+        "complex.npy": _npy(np.ones((2, 2), complex)),
+        "inf.npy": _npy(np.array([[1.0, np.inf], [2.0, 3.0]])),
+        "allmissing.npy": _npy(np.array([[1.0, 2.0], [np.nan, np.nan]])),
+        "allnan.npy": _npy(np.full((3, 3), np.nan)),
+        "zerorows.npy": _npy(np.zeros((0, 3))),
+        "truncated.npy": _npy(good)[:-7],
+        "notnpy.npy": b"hello",
+        "two.npz": _npz(a=good, b=good),
+        "empty.npz": _npz(),
+        "cube.npz": _npz(X=np.zeros((2, 2, 2))),
+        "inf.npz": _npz(X=np.array([[np.inf, 1.0], [1.0, 1.0]])),
+        "notzip.npz": b"PK\x03\x04 broken",
+        "garbage.mtx": b"not a matrix market file\n",
+        "truncated.mtx": b"%%MatrixMarket matrix coordinate real general\n3 3 4\n1 1 1.0\n",
+        "nan.mtx": b"%%MatrixMarket matrix coordinate real general\n2 2 2\n1 1 nan\n2 2 1\n",
+        "emptyrow.mtx": b"%%MatrixMarket matrix coordinate real general\n2 2 2\n1 1 1\n1 2 1\n",
+        "complex.mtx": b"%%MatrixMarket matrix coordinate complex general\n1 1 1\n1 1 1 2\n",
+        "noentries.mtx": b"%%MatrixMarket matrix coordinate real general\n2 2 0\n",
+    }
+    for name, content in bad_files.items():
+        add(f"complete-{name}", ["complete", "{tmp}/" + name, "--out", "{tmp}/out.csv"],
+            files={name: content})
+    add("complete-missing-input", ["complete", "{tmp}/no-such.csv", "--out", "{tmp}/out.csv"])
+    add("complete-folder-input", ["complete", "{tmp}/dir.csv", "--out", "{tmp}/out.csv"])
+    add("complete-unknown-format", ["complete", "{tmp}/in.txt", "--out", "{tmp}/out.csv"],
+        files={"in.txt": b"1,2\n"})
+    good_csv = {"good.csv": b"1,,3\n4,5,\n,8,9\n"}
+    for i, (out, extra) in enumerate([
+        ("{tmp}/good.csv", []),  # an existing file: never replaced
+        ("{tmp}/out.xlsx", []),  # unknown output format
+        ("{tmp}/no-such-dir/out.csv", []),
+        ("{tmp}/dir.csv", []),
+        ("{tmp}/out.csv", ["--depth", "0"]),
+        ("{tmp}/out.csv", ["--depth", "x"]),
+        ("{tmp}/out.csv", ["--width", "0"]),
+        ("{tmp}/out.csv", ["--max-steps", "0"]),
+        ("{tmp}/out.csv", ["--max-steps", HUGE_INT]),
+        ("{tmp}/out.csv", ["--seed", "-1"]),
+        ("{tmp}/out.csv", ["--dtype", "float16"]),
+        ("{tmp}/out.csv", ["--validation-fraction", "1.5"]),
+        ("{tmp}/out.csv", ["--validation-fraction", "nan"]),
+    ]):
+        add(f"complete-option-{i}", ["complete", "{tmp}/good.csv", "--out", out, *extra],
+            files=good_csv)
+    add("complete-no-out", ["complete", "{tmp}/good.csv"], files=good_csv)
+
+
+_complete_cases()
+
+
 # ------------------------------------------------------------------ plugins and usage errors
 
 for i, module in enumerate(["no_such_module", "no_such_module.sub", "..bad", "deeplinear.nope",
@@ -341,6 +433,7 @@ def fuzz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (folder / name).write_bytes(content)
     if hasattr(os, "mkfifo"):
         os.mkfifo(folder / "fifo.toml")
+    (folder / "dir.csv").mkdir()
     return folder
 
 

@@ -9,7 +9,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import wraps
 from pathlib import Path
 from types import ModuleType
@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from deeplinear.config import ConfigError, dump_toml, one_line, short, validate
+from deeplinear.config import ConfigError, dump_toml, one_line, short, short_path, validate
 from deeplinear.experiments.base import Experiment, NullProgress
 from deeplinear.report import dumps_checks, fmt, write_report
 from deeplinear.store import (
@@ -130,6 +130,10 @@ EXAMPLES: dict[str, list[str]] = {
     "reproduce": [
         "deeplinear reproduce --quick --out runs/demo",
         "deeplinear reproduce --only fig2 --only fig3 --no-verify",
+    ],
+    "complete": [
+        "deeplinear complete examples/incomplete.csv --out completed.csv --max-steps 500",
+        "deeplinear complete examples/incomplete.csv --out completed.npy --depth 2 --seed 1",
     ],
 }
 """The example command lines each ``--help`` page shows (key: the command, "" = the group); a
@@ -639,6 +643,116 @@ def _reproduce_one(exp: Experiment, preset: str, run_dir: Path,
         return execute_run(exp, cfg, run_dir, progress=progress)
     except ValueError as err:  # ConfigError included
         return RunOutcome("-", exp.name, "failed", 0.0, str(run_dir), " ".join(str(err).split()))
+
+
+@app.command("complete", epilog=_examples("complete"))
+@one_line_errors
+def complete_cmd(
+    input_: Annotated[Path, typer.Argument(
+        metavar="INPUT", help="Incomplete matrix: .csv (empty cells or NaN missing), .npy, .npz "
+        "or MatrixMarket .mtx (stored entries observed).")],
+    out: Annotated[Path, typer.Option(help="New file for the completed matrix (.csv, .npy, .npz "
+                                      "or .mtx); an existing file is never replaced.")],
+    depth: Annotated[int, typer.Option(min=1, max=10, help="Number of factors N.")] = 3,
+    width: Annotated[int | None, typer.Option(
+        min=1, help="Hidden width (default: 2 x the rank the observations determine).")] = None,
+    max_steps: Annotated[int, typer.Option(min=1, max=10_000_000,
+                                           help="Cap on gradient steps.")] = 20_000,
+    validation_fraction: Annotated[float, typer.Option(
+        min=0.01, max=0.5, help="Observed entries held out for early stopping.")] = 0.1,
+    seed: Annotated[int, typer.Option(min=0, max=2**31 - 2, help="Split and init seed.")] = 0,
+    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
+) -> None:
+    """Complete a matrix with deep matrix factorization (deeplinear.completion; docs/completion.md)."""
+    import numpy as np
+
+    from deeplinear.completion import (
+        MATRIX_FORMATS,
+        DeepMatrixCompletion,
+        check_matrix,
+        read_matrix,
+        write_matrix,
+    )
+
+    if dtype not in ("float32", "float64"):
+        raise ConfigError(f"--dtype {short(dtype)}: must be float32 or float64")
+    for label, path in (("INPUT", input_), ("--out", out)):
+        if path.suffix.lower() not in MATRIX_FORMATS:
+            raise ConfigError(f"{label} {short_path(path)}: unknown format "
+                              f"{path.suffix or '(no extension)'!r}; use one of "
+                              f"{', '.join(MATRIX_FORMATS)}")
+    _check_new_file(out)
+    try:
+        X = read_matrix(input_)
+        observed = check_matrix(X)[0].size
+    except ValueError as err:
+        raise ConfigError(f"INPUT {short_path(input_)}: {err}") from None
+    est = DeepMatrixCompletion(depth=depth, width=width, max_steps=max_steps,
+                               validation_fraction=validation_fraction, random_state=seed,
+                               dtype=dtype)
+    with rich_progress() as progress:
+        log_line(f"complete: {short_path(input_)} (depth {depth})")
+        handle = progress.task("fitting (early stopping)", max_steps)
+        done = [0]
+
+        def report(step: int) -> None:
+            if step > done[0]:
+                handle.advance(step - done[0])
+                done[0] = step
+
+        try:
+            completed = est.fit_transform(X, progress=report)
+        except ValueError as err:
+            raise ConfigError(f"INPUT {short_path(input_)}: {err}") from None
+    if not np.all(np.isfinite(completed)):
+        typer.echo(error_line("the completion is not finite; nothing written (try --dtype "
+                              "float64 or a smaller --max-steps)"), err=True)
+        raise typer.Exit(1)
+    _check_new_file(out)
+    _write_new_file(out, write_matrix(out, completed))
+    typer.echo(f"validation RMSE: {est.validation_error_:.6g}  effective rank: "
+               f"{est.effective_rank_:.3g}  steps: {est.n_iter_}  shape: {completed.shape[0]} x "
+               f"{completed.shape[1]}  observed: {observed}")
+    typer.echo(f"wrote {short_path(out)}  ({est.fit_seconds_:.1f} s)")
+
+
+def _check_new_file(path: Path) -> None:
+    """``--out`` must be a new file in an existing, writable folder: deeplinear never replaces a
+    file (its own outputs included: a second run names a new path), never writes through a link."""
+    import os
+
+    if os.path.lexists(path):
+        what = "a symlink" if path.is_symlink() else "a folder" if path.is_dir() else "a file"
+        raise ConfigError(f"--out {short_path(path)}: is {what} that exists; deeplinear does not "
+                          "replace it, choose a new file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {short_path(path)}: folder {short_path(parent)} does not exist; "
+                          "create it first")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"--out {short_path(path)}: folder {short_path(parent)} is not writable")
+
+
+def _write_new_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to the new file ``path`` through a temporary file and a hard link, which
+    fails instead of replacing a file created meanwhile."""
+    import os
+    import uuid
+
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise ConfigError(f"--out {short_path(path)}: appeared while fitting; deeplinear does "
+                              "not replace it, choose a new file name") from None
+    finally:
+        with suppress(OSError):
+            os.unlink(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
