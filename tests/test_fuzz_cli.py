@@ -54,7 +54,8 @@ def add(id_: str, args: list[str], env: dict[str, str] | None = None,
 
 # ------------------------------------------------------------------ every field of every experiment
 
-ZERO_OK = {"seed", "weight_decay", "nuclear_tol", "dxd", "momentum", "noise"}  # 0 is valid
+ZERO_OK = {"seed", "weight_decay", "nuclear_tol", "dxd", "momentum", "noise", "dropout",
+           "positive_label"}  # 0 is valid
 NESTED_LIST = "[" * DEEP + "]" * DEEP
 NESTED_TABLE = "{a = " * DEEP + "1" + "}" * DEEP
 

