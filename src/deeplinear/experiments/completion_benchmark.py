@@ -40,7 +40,6 @@ from pydantic import Field, field_validator
 
 from deeplinear._impute import select_hard_impute, select_soft_impute
 from deeplinear.baselines import min_nuclear_norm_completion
-from deeplinear.completion import DeepMatrixCompletion, validation_split
 from deeplinear.config import ConfigModel, NonEmptyList, Seed, Size, Steps
 from deeplinear.experiments._plotting import pyplot, save
 from deeplinear.experiments.base import (
@@ -178,6 +177,8 @@ def _fit(method: str, M: np.ndarray, observed: np.ndarray, train_mask: np.ndarra
          val_mask: np.ndarray, config: CompletionBenchmarkConfig) -> tuple[np.ndarray, dict]:
     """(completion, details) of one method, regularization chosen on ``val_mask``."""
     if method.startswith("depth"):
+        from deeplinear.completion import DeepMatrixCompletion  # scikit-learn: not at CLI start-up
+
         est = DeepMatrixCompletion(depth=int(method[5:]), max_steps=config.max_steps,
                                    validation_fraction=config.validation_fraction,
                                    random_state=config.seed)
@@ -235,6 +236,8 @@ def _nrmse(P, M, held_out) -> float:
 
 def run(config: CompletionBenchmarkConfig, progress: Progress | None = None) -> Results:
     """Every method on every dataset and missing rate; held-out NRMSE and wall time."""
+    from deeplinear.completion import validation_split
+
     progress = progress or NullProgress()
     cells = [(d, r) for d in config.datasets for r in config.missing_rates]
     task = progress.task(f"{NAME}: {len(cells) * len(config.methods)} fits",
