@@ -9,7 +9,11 @@ Measured side by side in one run, float64, depth 3, best of 3 rounds that altern
     sparse against dense; and, for the rule, the same at 1% observed with width 128.
 
 Time per step is ``(min t(2S) - min t(S)) / S`` for ``train`` calls of ``S`` and ``2S`` steps that
-record only at the start and the end (both calls record the same, so records and dispatch cancel).
+record only at the start and the end (both calls record the same, so records and dispatch cancel);
+``t`` is CPU time of the process with XLA's products on one thread, so that other jobs on the
+2-core machine do not enter the numbers and dense and sparse steps run on the same resources.
+The sparse step's observed entries come from the native SDDMM kernel where it builds
+(``deeplinear._native``; its status is printed in the section).
 
 Run: ``.venv/bin/python benchmarks/bench_sparse.py`` (writes its section of BENCHMARKS.md; about
 3 minutes on the 2-core machine).
@@ -22,10 +26,13 @@ import os
 import sys
 import time
 
-import jax
-import numpy as np
-from _common import cpu_name, dense_floor_loop, write_section
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
 
+import jax  # noqa: E402
+import numpy as np
+from _common import cpu_name, dense_floor_loop, write_section  # noqa: E402
+
+from deeplinear import _native  # noqa: E402
 from deeplinear import network as nw
 from deeplinear import problems as pb
 from deeplinear import train as tr
@@ -47,11 +54,11 @@ def train_timer(factors, problem, steps, sparse):
     run(steps), run(2 * steps)  # compile both record layouts
 
     def once():
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         run(steps)
-        t1 = time.perf_counter()
+        t1 = time.process_time()
         run(2 * steps)
-        t2 = time.perf_counter()
+        t2 = time.process_time()
         return steps, t1 - t0, t2 - t1
 
     return once
@@ -63,11 +70,11 @@ def floor_timer(factors, steps):
     jax.block_until_ready(loop(tuple(factors), steps))
 
     def once():
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         jax.block_until_ready(loop(tuple(factors), steps))
-        t1 = time.perf_counter()
+        t1 = time.process_time()
         jax.block_until_ready(loop(tuple(factors), 2 * steps))
-        t2 = time.perf_counter()
+        t2 = time.process_time()
         return steps, t1 - t0, t2 - t1
 
     return once
@@ -137,29 +144,34 @@ GRID = [
 
 NOTES = """\
 Reading these numbers. The step does what was asked of it (the observed entries, the residual, two
-sparse-dense products of the split width, no dense d_N x d_0 gradient); the targets are missed
-because of what those pieces cost on this 2-core CPU:
+sparse-dense products of the split width, no dense d_N x d_0 gradient, three dense products
+instead of six at depth 3). Against the targets:
 
-- Spread: the machine was shared with other jobs. Three runs of this script on 2026-11-27 gave
-  (a) sparse / floor 0.72-1.67 (the floor itself 194-489 us) and dense / sparse 0.95-1.54x;
-  (b) width n 1.22-1.60x, width 128 1.63-2.12x, 1% observed 4.4-7.5x. Every run misses the
-  three targets.
-- Products: a depth-3 sparse step needs three dense products for the layer gradients (the
-  chain `W_{k+1:N}` or `W_{1:k}` and the two that carry `G W_{1:k}^T` and `W_{k+1:N}^T G` to the
-  other layers), plus the observed entries: at 10-20% observed it is cheaper to read them off
-  one more dense product `W_{k+1:N} W_{1:k}` than to gather `m x d_k` factor entries (an XLA:CPU
-  gather costs ~25 dense multiply-adds per element; the gather wins below ~4% observed, as in
-  the 1% row). So four dense products instead of six, not three.
-- Sparse-dense products (`jax.experimental.sparse.BCSR @ dense`, a native jaxlib kernel on
-  CPU) cost ~2-3 dense multiply-adds per nonzero x column at width 100-128 and ~5 at width
-  2,000 even with the dense operand cut into cache-sized column blocks (2x faster than
-  without, measured separately): at 10% observed the two calls add back about one dense product at width n.
-- Hence (a): (4 + 2 x 0.2 x 3) / 6 = 0.87 of the floor's product work at best, not 0.7;
-  (b) width n: about (4 + 1) / 6, not 1.8x; width 128: the n x 128 x n product for the
-  observed entries is about half of the sparse step, so about 2x, not 5x. With fewer
-  observations the sparse path pulls well ahead (the 1% row).
-- A GPU would change the balance (cuSPARSE, fast gathers); this venv has the CPU jaxlib
-  only, so nothing here was measured on one.
+- Where the time goes (CPU ms of one thread, each piece jitted alone, 2026-11-27): at n = 2,000,
+  width 128, 10% observed: the three dense products 3 x 1.5, the observed entries 6.6 with the
+  native kernel (25 as one more dense product, 30-55 with XLA's gathers), the two CSR products
+  (`jax.experimental.sparse.BCSR`, jaxlib's CPU kernel) 8.2 + 9.4: 29.5 per step against the
+  dense step's ~96 (3.0-3.2x; target 5x). At width 2,000: products 3 x 382, entries 138, CSR
+  products 190 + 193: 1.58 s against ~2.5 s (1.5-1.6x; target 1.8x). At 100 x 100 (a) the
+  same pieces are 3 x ~40 us, ~30 us and 2 x ~25 us, plus the training loop's own update and
+  checks: 0.76-0.86 of the floor over the runs of the day (target 0.7).
+- The native kernel (`deeplinear._native`, a C++ XLA FFI custom call built on first use): the
+  observed entries as vectorized dot products over tiles of 256 rows x 16 columns. It took the
+  step from 1.84x to 3.0x at width 128, 7.5x to 9.7x at 1% observed, and (a) from reading the
+  entries off a dense product to sampling them. Two more kernels were written and measured and
+  dropped, being slower than what they would replace: one pass doing the entries and both
+  sparse products (22-31 ms at width 128 against 24 for the three separate pieces) and a
+  native CSR product (9.3 ms at width 128, 361 ms at width 2,000, against jaxlib's 8-9 and 190).
+- Why the width-128 target is out of reach on this CPU: each observed entry needs one row of
+  width k read per pass (entries, G W^T, G^T W): at 10% observed, width 128, float64 that is
+  1.2 GB per step, which the measured passes stream at about 60 GB/s (~20 ms), against a dense
+  step of ~96 ms: at most ~4-5x before any dense product. At width 2,000 the rows are 16 KiB
+  and the whole factor (32 MiB) no longer fits in cache: the three sparse passes cost more than
+  one dense product.
+- Spread: the machine was shared with another job; CPU time of one thread keeps the ratios
+  within ~10% between runs ((a) 0.76-0.86 over three runs).
+- A GPU would change the balance (cuSPARSE SDDMM/SpMM, fast gathers); this task was not lent
+  one, so nothing here was measured on one.
 """
 
 
@@ -224,12 +236,13 @@ def main() -> None:
         "## Sparse completion step (benchmarks/bench_sparse.py)\n\n"
         f"Date: {dt.date.today()}. Machine: {cpu_name()}, {jax.device_count()} "
         f"{jax.default_backend()} device(s). JAX {jax.__version__}, NumPy {np.__version__}, "
-        f"Python {sys.version.split()[0]}, float64; load average {load:.1f} at the end (other "
-        "jobs were running).\n"
-        "Command: `.venv/bin/python benchmarks/bench_sparse.py` (time per GD step, depth 3 "
+        f"Python {sys.version.split()[0]}, float64; load average {load:.1f} at the end.\n"
+        "Command: `.venv/bin/python benchmarks/bench_sparse.py` (CPU time per GD step, XLA "
+        "products on one thread, depth 3 "
         f"unless stated, best of {ROUNDS} rounds (n = 2,000) or {SMALL_ROUNDS} (the others) "
         "alternating the contenders, `(min t(2S) - min t(S)) / S` so that the records cancel; "
-        f"{time.perf_counter() - started:.0f} s in all).\n\n"
+        f"{time.perf_counter() - started:.0f} s of wall clock in all). Native SDDMM kernel: "
+        f"{_native.status()}.\n\n"
         f"{table}\n\n"
         "Targets: (a) sparse <= 0.7x the dense matmul floor; (b) >= 1.8x the dense "
         "path at width n, >= 5x at width 128.\n\n"

@@ -29,6 +29,7 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 from jax.typing import DTypeLike
 
+from deeplinear import _native
 from deeplinear import network as nw
 from deeplinear._dtype import as_float, float_dtype
 
@@ -258,12 +259,13 @@ class MatrixCompletion(Problem):
 # EPYC (Zen 4) of BENCHMARKS.md, XLA:CPU, float64 (benchmarks/bench_sparse.py and the grid in its
 # section): depth 2-4, n = 2..2000, hidden widths 20..n, 1-100% observed. Relative to a multiply-add
 # of a dense product, a nonzero x column of the CSR sparse-dense product costs ~3 (2 at n = 100,
-# 4-5 at n = 2000), an observed entry x width gathered by XLA ~25, and the dense step's
-# zero-fill and scatter of its d_N x d_0 gradient ~40 per entry. Other machines move the
-# crossover; ``train(..., sparse=True/False)`` overrides the rule.
+# 4-5 at n = 2000), an observed entry x width sampled by XLA's gathers ~25 (by the native kernel
+# of ``_native`` ~5), and the dense step's zero-fill and scatter of its d_N x d_0 gradient ~40 per
+# entry. Other machines move the crossover; ``train(..., sparse=True/False)`` overrides the rule.
 _NS_GEMM = 0.025  # per multiply-add of a dense product
 _NS_SPMM = 0.075  # per nonzero x column of a CSR sparse-dense product
 _NS_SDDMM = 0.625  # per observed entry x width, gathering the rows of both factors
+_NS_NATIVE = 0.12  # per observed entry x width, the native tiled SDDMM kernel
 _NS_ENTRY = 1.0  # per entry of the dense step's d_N x d_0 gradient (fill, scatter)
 _NS_CALL = 500.0  # per sparse kernel call (two per step)
 _CHUNK_ELEMENTS = 2**19  # entries x width gathered at once by the gather forward
@@ -318,24 +320,30 @@ def _csr_matmul_vmap(axis_size, in_batched, data, indices, indptr, X):
     return out.reshape(R, n_out, k), True
 
 
-def _sparse_plan(dims: tuple[int, ...], m: int) -> tuple[float, int, str]:
+def _sparse_plan(dims: tuple[int, ...], m: int,
+                 native: bool = False) -> tuple[float, int, str]:
     """(estimated ns, split layer k, forward) of the cheapest sparse step for widths ``dims``.
 
     Split at ``k`` (:func:`network.split_gradients`): ``product_cost(dims, k)`` dense
-    multiply-adds, two sparse-dense products of width ``d_k`` (``2 m d_k``), and the observed
-    entries of ``W_{k+1:N} W_{1:k}`` either gathered (``m d_k``, forward ``"gather"``) or read
-    off the dense product (``d_N d_k d_0`` multiply-adds, forward ``"dense"``).
+    multiply-adds, two CSR sparse-dense products of width ``d_k`` (``2 m d_k``), and the
+    observed entries of ``W_{k+1:N} W_{1:k}``: sampled (``m d_k``) by the native kernel of
+    ``_native`` when ``native`` (forward ``"native"``) or by XLA's gathers (``"gather"``), or
+    read off the dense product (``d_N d_k d_0`` multiply-adds, ``"dense"``).
     """
     n = len(dims) - 1
     if n == 1:  # W = W_1: the gradient of W_1 is itself a (scattered) d_1 x d_0 matrix
         return _NS_ENTRY * dims[0] * dims[1], 0, "gather"
     best = None
     for k in range(1, n):
-        base = _NS_GEMM * nw.product_cost(dims, k) + 2 * _NS_SPMM * m * dims[k] + 2 * _NS_CALL
+        products = _NS_GEMM * nw.product_cost(dims, k)
+        base = products + 2 * _NS_SPMM * m * dims[k] + 2 * _NS_CALL
         gather = _NS_SDDMM * m * dims[k]
         dense = _NS_GEMM * dims[n] * dims[k] * dims[0]
-        plan = (base + min(gather, dense), k, "gather" if gather < dense else "dense")
-        best = plan if best is None or plan[0] < best[0] else best
+        plans = [(base + gather, k, "gather"), (base + dense, k, "dense")]
+        if native:
+            plans.append((base + _NS_NATIVE * m * dims[k], k, "native"))
+        for plan in plans:
+            best = plan if best is None or plan[0] < best[0] else best
     return best
 
 
@@ -352,22 +360,27 @@ def sparse_is_cheaper(problem: Problem, dims: Sequence[int]) -> bool:
     With ``m`` observations, widths ``d_0..d_N``, ``P = network.product_cost(dims)`` (dense
     step) and ``P_k = network.product_cost(dims, k)`` (sparse step split at layer ``k``)::
 
-        sparse  iff  min_k [ 0.025 P_k + 0.075 * 2 m d_k + min(0.625 m d_k, 0.025 d_N d_k d_0) ]
+        sparse  iff  min_k [ 0.025 P_k + 0.075 * 2 m d_k + min(s m d_k, 0.025 d_N d_k d_0) ]
                      + 1000  <  0.025 P + 1.0 d_N d_0          (nanoseconds)
 
-    (coefficients fitted on the benchmark machine; see ``_NS_*``). For depth 3 and width ``n``
-    (``n x n``) the dense products drop from 6 n^3 to 4 n^3 multiply-adds and the sparse
-    products add ``6 m n``: sparse below about 1/3 observed from n ~ 30 up, dense when
-    nearly fully observed and for tiny problems (2x2 at any depth: the fixed ~1 us of the
-    sparse kernel calls is more than a whole dense step); the observed entries are gathered
-    below ~4% observed and read off a dense product above. Depth 1 has nothing to save.
+    with ``s = 0.12`` where the native sampling kernel is available (:mod:`deeplinear._native`:
+    CPU, float32/float64, a C++ compiler) and ``s = 0.625`` (XLA's gathers) otherwise;
+    coefficients fitted on the benchmark machine (``_NS_*``). For depth 3 and width ``n``
+    (``n x n``) the dense products drop from 6 n^3 to 3 n^3 multiply-adds (4 n^3 when the
+    observed entries are read off a dense product) and the sparse work adds ``~11 m n``
+    multiply-add equivalents: sparse below about 1/3 observed from n ~ 30
+    up, dense when nearly fully observed and for tiny problems (2x2 at any depth: the fixed
+    ~1 us of the sparse kernel calls is more than a whole dense step). The observed entries
+    are sampled below ~20% observed with the native kernel (~4% with gathers) and read off a
+    dense product above. Depth 1 has nothing to save.
     """
     if isinstance(problem, SparseCompletion):
         problem = problem.problem
     if not isinstance(problem, MatrixCompletion) or len(dims) < 3:
         return False
     dims = tuple(int(d) for d in dims)
-    return _sparse_plan(dims, int(problem.rows.shape[0]))[0] < _dense_cost(dims)
+    native = _native.available(problem.values.dtype)
+    return _sparse_plan(dims, int(problem.rows.shape[0]), native)[0] < _dense_cost(dims)
 
 
 class SparseCompletion(Problem):
@@ -390,12 +403,15 @@ class SparseCompletion(Problem):
     t_order: jax.Array  # column-major order of the observations (positions in the arrays above)
     t_rows: jax.Array  # their rows, in that order
     t_indptr: jax.Array  # CSR row pointer of the transpose, (d_0 + 1,)
+    tile_rows: jax.Array | None  # the observations in the native kernel's order
+    tile_cols: jax.Array | None  # (`_native.tiled_order`; forward "native" only)
+    tile_pos: jax.Array | None  # their positions in the row-major arrays above
     dims: tuple[int, ...] = eqx.field(static=True)
     split: int = eqx.field(static=True)
     forward: str = eqx.field(static=True)
 
     def __init__(self, problem: MatrixCompletion, dims, *, split: int | None = None,
-                 forward: Literal["gather", "dense"] | None = None):
+                 forward: Literal["gather", "dense", "native"] | None = None):
         if not isinstance(problem, MatrixCompletion):
             raise ValueError(f"the sparse step needs a MatrixCompletion, got {type(problem).__name__}")
         dims = nw._check_dims(dims)
@@ -415,16 +431,25 @@ class SparseCompletion(Problem):
         self.t_rows = jnp.asarray(rows[order][t_order], dtype=jnp.int32)
         self.t_indptr = jnp.asarray(np.searchsorted(cols[order][t_order], np.arange(d_in + 1)),
                                     jnp.int32)
-        _, k, fwd = _sparse_plan(dims, rows.size)
+        native = _native.available(self.values.dtype)
+        _, k, fwd = _sparse_plan(dims, rows.size, native)
         n = len(dims) - 1
         if split is not None:
             if n == 1 or not 1 <= split <= n - 1:
                 raise ValueError(f"split must be in [1, {n - 1}] for {n} layers, got {split}")
             k = int(split)
         if forward is not None:
-            if forward not in ("gather", "dense"):
-                raise ValueError(f"forward must be 'gather' or 'dense', got {forward!r}")
+            if forward not in ("gather", "dense", "native"):
+                raise ValueError(f"forward must be 'gather', 'dense' or 'native', got {forward!r}")
+            if forward == "native" and not native:
+                raise ValueError(f"forward='native' needs the native kernel for "
+                                 f"{self.values.dtype}: {_native.status()}")
             fwd = forward
+        self.tile_rows = self.tile_cols = self.tile_pos = None
+        if fwd == "native":
+            tiles = _native.tiled_order(rows[order], cols[order])
+            self.tile_rows, self.tile_cols = self.rows[tiles], self.cols[tiles]
+            self.tile_pos = jnp.asarray(tiles, dtype=jnp.int32)
         self.dims, self.split, self.forward = dims, k, fwd
 
     @property
@@ -442,6 +467,8 @@ class SparseCompletion(Problem):
         """``(left @ right)[rows, cols]`` for ``left`` (d_N x k) and ``right`` (k x d_0)."""
         if self.forward == "dense":
             return nw._mm(left, right)[self.rows, self.cols]
+        if self.forward == "native":
+            return _native.sddmm(left, right.T, self.tile_rows, self.tile_cols, self.tile_pos)
         width = left.shape[-1]
         m = self.rows.shape[0]
         size = max(1, min(m, _CHUNK_ELEMENTS // width))
