@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
+from deeplinear._native import cpu_model
 from deeplinear.store import atomic_write
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
@@ -16,13 +16,7 @@ BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 def cpu_name() -> str:
     """The CPU model and core count, for the machine line of a benchmark section."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return f"{cpu_model()} ({os.cpu_count()} cores)"
 
 
 def write_section(name: str, body: str) -> None:

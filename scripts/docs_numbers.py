@@ -675,16 +675,6 @@ def _load_range(log: Path | None, start: float, end: float) -> list[float]:
     return [min(vals), max(vals)] if vals else [math.nan, math.nan]
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def collect_run(src: Path, out: Path) -> dict[str, Any]:
     """Save one finished run folder's ``summary.json``, ``status.json`` and metric tables (CSV)
     into ``out`` (absolute paths made relative); returns its status."""
@@ -717,6 +707,8 @@ def collect(run_dir: Path, dest: Path = DEFAULT, load_log: Path | None = None,
     import jax
     import numpy as np
 
+    from deeplinear._native import cpu_model
+
     cores = os.cpu_count() or 0
     info = {
         "command": "deeplinear reproduce --out runs/demo",
@@ -726,7 +718,7 @@ def collect(run_dir: Path, dest: Path = DEFAULT, load_log: Path | None = None,
         "wall_seconds": round(end - start, 1),
         "verify_seconds": round(verify_done - last, 1),
         "cores": cores,
-        "machine": f"{cores}-core CPU machine ({_cpu_name()}, {platform.machine()})",
+        "machine": f"{cores}-core CPU machine ({cpu_model()}, {platform.machine()})",
         "load_1min": _load_range(load_log, start, end),
         "note": note,
         "versions": {"python": platform.python_version(), "jax": jax.__version__,
@@ -757,6 +749,8 @@ def time_tests(dest: Path = RESULTS / "test-suite.json", note: str | None = None
     wall = time.time() - start
     done.set()
     tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    from deeplinear._native import cpu_model
+
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|deselected|errors?)",
                                                 tail)}
     cores = os.cpu_count() or 0
@@ -769,7 +763,7 @@ def time_tests(dest: Path = RESULTS / "test-suite.json", note: str | None = None
         "failed_tests": [ln.split(" ", 1)[1].split(" - ")[0] for ln in proc.stdout.splitlines()
                          if ln.startswith(("FAILED ", "ERROR "))],
         "cores": cores,
-        "machine": f"{cores}-core CPU machine ({_cpu_name()}, {platform.machine()})",
+        "machine": f"{cores}-core CPU machine ({cpu_model()}, {platform.machine()})",
         "load_1min": [min(loads), max(loads)] if loads else [os.getloadavg()[0]] * 2,
         "note": note,
     }

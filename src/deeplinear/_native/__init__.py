@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["COL_BLOCK", "ROW_BLOCK", "available", "sddmm", "status", "tiled_order"]
+__all__ = ["COL_BLOCK", "ROW_BLOCK", "available", "cpu_model", "sddmm", "status", "tiled_order"]
 
 ROW_BLOCK = 256  # rows of L a tile reads (256 rows x 1 KiB at width 128: in L2)
 COL_BLOCK = 16  # rows of R^T a tile reads (in L1 at width 128; measured best at 128 and 2000)
@@ -43,7 +43,8 @@ _state: dict[str, object] = {}  # "ok" and "why" once _load has run
 _registered: list[ctypes.CDLL] = []  # the loaded library, once its targets are registered
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (part of the kernel's cache key; benchmark and docs headers)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -68,7 +69,7 @@ def _build() -> Path:
     if not compiler:
         raise RuntimeError("no C++ compiler (set CXX or install g++)")
     key = hashlib.sha256("\0".join([
-        _SOURCE.read_text(), compiler, *_FLAGS, jaxlib.__version__, _cpu_model(),
+        _SOURCE.read_text(), compiler, *_FLAGS, jaxlib.__version__, cpu_model(),
     ]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"sddmm-{key}.so"
     if target.exists():
