@@ -108,6 +108,15 @@ def test_step_size_is_the_theory_rule():
         want = M.size / (depth * sigma ** (2 - 2 / depth))
         assert step_size(r, c, v, M.shape, depth) == pytest.approx(want, rel=1e-6)
     assert step_size(r, c, v, M.shape, 1) == v.size
+    # nothing to fit (every observed value 0): σ̂ = 1, a finite rate, not 1/0
+    assert step_size(r, c, 0 * v, M.shape, 3) == pytest.approx(M.size / 3)
+
+
+def test_a_single_row_fits_without_diverging():
+    """One observation per column: centered, every value is 0 (scikit-learn's 1-sample check)."""
+    X = 3 * np.random.default_rng(0).uniform(size=(1, 10))
+    est = DeepMatrixCompletion(depth=2, max_steps=20, check_every=10, random_state=0).fit(X)
+    assert np.isfinite(est.lr_) and np.allclose(est.transform(X), X)
 
 
 # ------------------------------------------------------------------------- fitting
@@ -273,3 +282,62 @@ def test_block_mask_and_sample_photo():
     for i, j in zip(*np.nonzero(blocks), strict=True):
         covered[i:i + 4, j:j + 4] = True
     assert covered.sum() >= 0.5 * mask.sum()
+
+
+def test_montage_rows_spread_over_the_classes():
+    from deeplinear.experiments.completion_benchmark import _mnist, montage_rows
+
+    images, labels = _mnist(200)
+    rows = montage_rows(labels)
+    assert rows.size == 8 and np.unique(labels[rows]).size == 8  # eight different digits
+    assert labels[rows].min() == 0 and labels[rows].max() == 9  # from both ends of the classes
+    assert images.shape == (200, 784)
+    # fewer classes than images shown: every class, then further images, no row twice
+    rows = montage_rows(np.array([0, 0, 0, 1, 1]))
+    assert list(rows[:2]) == [0, 3] and sorted(rows) == [0, 1, 2, 3, 4]
+
+
+# ------------------------------------------------------------------------- compiled-code reuse
+
+
+def test_masked_step_is_the_half_mean_completion_loss():
+    """The dense-mask problem of small matrices: MatrixCompletion's half_mean loss and gradient."""
+    import jax.numpy as jnp
+
+    from deeplinear.completion import _MaskedCompletion
+    from deeplinear.problems import MatrixCompletion
+
+    M, missing = _low_rank(3)
+    r, c = np.nonzero(~missing)
+    W = np.random.default_rng(4).standard_normal(M.shape)
+    ref = MatrixCompletion(r, c, M[r, c], M.shape, reduction="half_mean")
+    masked = _MaskedCompletion(jnp.asarray(~missing, float), jnp.asarray(np.where(missing, 0, M)))
+    (l1, g1), (l2, g2) = ref.value_and_grad(jnp.asarray(W)), masked.value_and_grad(jnp.asarray(W))
+    np.testing.assert_allclose(float(l2), float(l1), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(g2), np.asarray(g1), rtol=1e-12, atol=1e-15)
+    assert masked.shape == M.shape
+
+
+def test_init_has_the_product_scaling():
+    """Layer j ~ N(0, scale^{2/N} / d_{j-1}) (network.gaussian_init's per="product")."""
+    from deeplinear.completion import _init
+
+    dims = (300, 40, 40, 200)
+    fs = _init(0, dims, 1e-2, np.float64)
+    for j, w in enumerate(fs):
+        assert w.shape == (dims[j + 1], dims[j])
+        want = 1e-2 ** (1 / 3) / np.sqrt(dims[j])
+        assert abs(np.std(np.asarray(w)) / want - 1) < 0.05  # >= 1600 entries: ~2% sampling error
+
+
+def test_fits_of_one_shape_reuse_the_compiled_program():
+    """Another missing pattern with the same shape and width trains without compiling again."""
+    from deeplinear.train.descent import _train_program
+
+    M, missing = _low_rank(5, shape=(26, 22))
+    est = DeepMatrixCompletion(depth=3, width=6, max_steps=200, random_state=0)
+    est.fit(np.where(missing, np.nan, M))
+    before = _train_program._cache_size()
+    _, other = _low_rank(6, shape=(26, 22), observed=0.3)
+    est.fit(np.where(other, np.nan, M))
+    assert _train_program._cache_size() == before

@@ -105,3 +105,29 @@ def test_soft_impute_errors(args, match):
 def test_hard_impute_rank_error():
     with pytest.raises(ValueError, match="rank"):
         hard_impute(np.ones((2, 2)), np.ones((2, 2), bool), 0)
+
+
+@pytest.mark.parametrize("dense_entries", [0, 2**18])
+def test_padded_and_dense_nuclear_norm_solves_equal_the_plain_one(dense_entries, monkeypatch):
+    """min_nuclear_norm_completion pads its observations to a power of two with dropped
+    out-of-range entries (large matrices) or uses a dense mask (small ones); the plain ADMM on
+    the observed entries gives the same answer to rounding."""
+    import jax
+    import jax.numpy as jnp
+
+    from deeplinear import baselines as bl
+    from deeplinear.baselines import _Completion, _run_admm, min_nuclear_norm_completion
+
+    monkeypatch.setattr(bl, "_DENSE_ENTRIES", dense_entries)
+
+    M, mask = _problem(7, shape=(14, 11), observed=0.45)
+    r, c = np.nonzero(mask)
+    assert r.size & (r.size - 1)  # not a power of two: the solve pads
+    for tol in (0.0, 0.2):
+        padded = min_nuclear_norm_completion(r, c, M[r, c], M.shape, tol=tol, rtol=1e-6,
+                                             max_iters=3000, svd="full")
+        with jax.enable_x64(True):
+            op = _Completion(jnp.asarray(r), jnp.asarray(c), jnp.zeros(M.shape, jnp.float64))
+            X = _run_admm(op, M[r, c], tol, 1e-6, 3000, "full")[0]
+        np.testing.assert_allclose(padded.X, X, atol=1e-9)
+        assert padded.max_violation < 1e-4

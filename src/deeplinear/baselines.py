@@ -110,21 +110,58 @@ def _check_tol(tol: float) -> float:
 
 
 class _Completion(NamedTuple):
-    """Feasible set ``{Z : |Z_ij - y| <= tol on Omega}``: projection is a clip on Omega."""
+    """Feasible set ``{Z : |Z_ij - y| <= tol on Omega}``: projection is a clip on Omega.
+
+    The index arrays may be padded (to reuse a compiled solver for another number of
+    observations) with the out-of-range row ``n1`` and ``y = 0``: reads there give 0 and writes
+    are dropped, so padding changes nothing."""
 
     rows: jax.Array
     cols: jax.Array
     template: jax.Array  # zeros of shape (n1, n2): carries the static shape through jit
 
+    def _get(self, X: jax.Array) -> jax.Array:
+        return X.at[self.rows, self.cols].get(mode="fill", fill_value=0.0)
+
     def adjoint(self, w: jax.Array) -> jax.Array:
-        return self.template.at[self.rows, self.cols].add(w)
+        return self.template.at[self.rows, self.cols].add(w, mode="drop")
 
     def project(self, Z: jax.Array, y: jax.Array, tol: jax.Array) -> jax.Array:
-        obs = Z[self.rows, self.cols]
-        return Z.at[self.rows, self.cols].set(jnp.clip(obs, y - tol, y + tol))
+        obs = self._get(Z)
+        return Z.at[self.rows, self.cols].set(jnp.clip(obs, y - tol, y + tol), mode="drop")
 
     def violation(self, X: jax.Array, y: jax.Array, tol: jax.Array) -> jax.Array:
-        return jnp.max(jnp.maximum(jnp.abs(X[self.rows, self.cols] - y) - tol, 0.0))
+        return jnp.max(jnp.maximum(jnp.abs(self._get(X) - y) - tol, 0.0))
+
+
+class _DenseCompletion(NamedTuple):
+    """:class:`_Completion` on a dense 0/1 ``mask`` of Omega, with ``y`` a dense matrix (zero off
+    Omega): the same set and projection, with array shapes that depend on ``(n1, n2)`` only, so
+    solves on one matrix shape share compiled code (used for small matrices)."""
+
+    mask: jax.Array
+    template: jax.Array
+
+    def adjoint(self, w: jax.Array) -> jax.Array:
+        return self.mask * w
+
+    def project(self, Z: jax.Array, y: jax.Array, tol: jax.Array) -> jax.Array:
+        return jnp.where(self.mask > 0, jnp.clip(Z, y - tol, y + tol), Z)
+
+    def violation(self, X: jax.Array, y: jax.Array, tol: jax.Array) -> jax.Array:
+        return jnp.max(self.mask * jnp.maximum(jnp.abs(X - y) - tol, 0.0))
+
+
+_DENSE_ENTRIES = 2**18  # completions of at most this many entries use _DenseCompletion
+
+
+def _padded(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n1: int) -> tuple:
+    """The observations padded to the next power of two with ``(n1, 0, 0.0)`` entries (see
+    :class:`_Completion`): solves with similar numbers of observations share compiled code."""
+    pad = (1 << max(int(rows.size) - 1, 0).bit_length()) - rows.size
+    return (np.concatenate([rows, np.full(pad, n1, rows.dtype)]),
+            np.concatenate([cols, np.zeros(pad, cols.dtype)]),
+            np.concatenate([values, np.zeros(pad, values.dtype)]))
 
 
 class _Sensing(NamedTuple):
@@ -413,8 +450,15 @@ def min_nuclear_norm_completion(
 
     if solver == "admm":
         with jax.enable_x64(True):
-            op = _Completion(jnp.asarray(rows), jnp.asarray(cols), jnp.zeros(shape, jnp.float64))
-            X, iters, status, secs = _run_admm(op, values, tol, rtol, max_iters, svd, feas_tol)
+            if shape[0] * shape[1] <= _DENSE_ENTRIES:
+                mask, y = np.zeros(shape), np.zeros(shape)
+                mask[rows, cols], y[rows, cols] = 1.0, values
+                op = _DenseCompletion(jnp.asarray(mask), jnp.zeros(shape, jnp.float64))
+            else:
+                r_pad, c_pad, y = _padded(rows, cols, values, shape[0])
+                op = _Completion(jnp.asarray(r_pad), jnp.asarray(c_pad),
+                                 jnp.zeros(shape, jnp.float64))
+            X, iters, status, secs = _run_admm(op, y, tol, rtol, max_iters, svd, feas_tol)
     elif solver == "cvxpy":
         import cvxpy as cp
 

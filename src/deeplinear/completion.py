@@ -29,6 +29,11 @@ observed entries (early stopping). The defaults need no tuning:
   ``1e-8`` of its start (interpolation: nothing more to learn), or at ``max_steps``. With
   ``refit=True`` the model is then retrained on every observed entry for the chosen number of
   steps.
+
+Matrices of at most ``2^18`` entries train on a dense 0/1 mask of the observations (the same
+loss): the compiled training program then depends on the shape and widths only and is reused by
+the early-stopping phase, the refit and later fits of the same shape; larger ones use the sparse
+step (:class:`problems.SparseCompletion`) where it is cheaper.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from deeplinear import network as nw
-from deeplinear.problems import MatrixCompletion, SparseCompletion, sparse_is_cheaper
+from deeplinear.problems import MatrixCompletion, Problem, SparseCompletion, sparse_is_cheaper
 from deeplinear.train import Schedule, train
 from deeplinear.train.optimizers import OPTIMIZERS
 
@@ -62,6 +67,7 @@ __all__ = [
 
 _INTERPOLATED = 1e-8  # training loss relative to its start at which nothing is left to learn
 _MAX_HALVINGS = 20
+_DENSE_ENTRIES = 2**18  # matrices up to this size train on a dense mask (see _MaskedCompletion)
 
 
 def observed_entries(X) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
@@ -155,17 +161,20 @@ def validation_split(n_observed: int, fraction: float, rng: np.random.Generator)
 
 def step_size(rows, cols, values, shape: tuple[int, int], depth: int) -> float:
     """The default learning rate for ``½ mean_Ω`` (module docstring): ``d_N d_0 / (N σ̂^{2-2/N})``
-    with ``σ̂ = σ_1(P_Ω(Z)) / p`` for depth ``N >= 2``, and ``m`` for depth 1."""
+    with ``σ̂ = σ_1(P_Ω(Z)) / p`` for depth ``N >= 2`` (``σ̂ = 1`` when every observed value is
+    0: nothing to fit, and any finite rate will do), and ``m`` for depth 1."""
     m = len(values)
     if depth == 1:
         return float(m)
     A = sp.csr_array((values, (rows, cols)), shape=shape)
-    if min(shape) > 1:
+    if not np.any(values):
+        sigma = 0.0
+    elif min(shape) > 1:
         sigma = float(sp.linalg.svds(A, k=1, return_singular_vectors=False, random_state=0)[0])
     else:
         sigma = float(np.linalg.norm(values))
     p = m / (shape[0] * shape[1])
-    sigma = max(sigma / p, np.finfo(np.float64).tiny)
+    sigma = sigma / p if sigma > 0 else 1.0
     return float(shape[0] * shape[1] / (depth * sigma ** (2.0 - 2.0 / depth)))
 
 
@@ -201,6 +210,36 @@ def _check_params(est: DeepMatrixCompletion) -> None:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {est.dtype!r}")
 
 
+class _MaskedCompletion(Problem):
+    """``l(W) = (1/2m) Σ_Ω (W_ij - Z_ij)^2`` as a dense 0/1 ``mask`` of ``Ω`` and the target ``Z``
+    (zero off ``Ω``), ``m = Σ mask``: the ``half_mean`` :class:`problems.MatrixCompletion` loss and
+    gradient, with array shapes that depend on the matrix shape only. Fits of one matrix shape
+    (the training split, the refit on all observations, another missing rate) therefore reuse one
+    compiled training program; on small matrices compiling is what a fit costs most."""
+
+    mask: jax.Array
+    target: jax.Array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.mask.shape)
+
+    def value_and_grad(self, W):
+        r = self.mask * (W - self.target)
+        m = jnp.sum(self.mask)
+        return 0.5 * jnp.sum(r * r, axis=(-2, -1)) / m, r / m
+
+
+def _init(seed: int, dims: tuple[int, ...], scale: float, dtype) -> tuple[jax.Array, ...]:
+    """``network.gaussian_init(..., per="product")``'s layers, ``N(0, scale^{2/N} / d_{j-1})``,
+    drawn by NumPy (JAX's sampler compiles anew for every layer shape)."""
+    rng = np.random.default_rng(seed)
+    n = len(dims) - 1
+    return tuple(jnp.asarray(scale ** (1.0 / n) / np.sqrt(dims[j])
+                             * rng.standard_normal((dims[j + 1], dims[j])), dtype=dtype)
+                 for j in range(n))
+
+
 @jax.jit
 def _entries(factors, rows, cols):
     """Entries ``(W_N ... W_1)[rows, cols]`` without forming the product: row ``i`` of
@@ -221,7 +260,8 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
         depth: ``N``, the number of factors (1: the matrix itself, 2: matrix factorization,
             3 and more: deep matrix factorization, whose low-rank bias is the strongest).
         width: hidden widths ``d_1 = ... = d_{N-1}``; ``None``: ``min(d_N, d_0, 2⌈m/(d_N+d_0)⌉)``.
-        init_scale: ``||W(0)||_F ≈ init_scale sqrt(d_N)`` (Gaussian layers, roosephu's scaling).
+        init_scale: ``||W(0)||_F ≈ init_scale sqrt(d_N)`` (Gaussian layers, roosephu's scaling,
+            drawn by NumPy from ``random_state``).
         optimizer: a name of ``train.OPTIMIZERS`` (its state restarts at every validation check;
             for the default ``"gd"`` that changes nothing).
         lr: learning rate, or ``"auto"`` for the rule of the module docstring.
@@ -317,8 +357,7 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
         dims = (d_in,) + (self.width_,) * (self.depth - 1) + (d_out,)
         rt, ct, zt = rows[train_idx], cols[train_idx], z[train_idx]
         lr = (step_size(rt, ct, zt, shape, self.depth) if self.lr == "auto" else float(self.lr))
-        init = nw.gaussian_init(jax.random.PRNGKey(seed), dims, float(self.init_scale),
-                                per="product", dtype=dtype)
+        init = _init(seed, dims, float(self.init_scale), dtype)
         steps_curve, loss_curve, val_curve = [], [], []
         if val.size:
             best_step, lr, factors = self._early_stopped(
@@ -327,7 +366,7 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
             self.validation_error_ = float(min(val_curve))
             if self.refit:
                 problem = self._problem(rows, cols, z, shape, dims, dtype)
-                factors, lr = self._run(init, problem, lr, best_step, progress)[:2]
+                factors, lr = self._run(init, problem, lr, best_step, progress, curve=False)[:2]
         else:
             best_step = int(self.max_steps)
             problem = self._problem(rows, cols, z, shape, dims, dtype)
@@ -352,16 +391,29 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
 
     @staticmethod
     def _problem(rows, cols, z, shape, dims, dtype):
+        if shape[0] * shape[1] <= _DENSE_ENTRIES:  # one program per matrix shape and width
+            mask = np.zeros(shape)
+            mask[rows, cols] = 1.0
+            target = np.zeros(shape)
+            target[rows, cols] = z
+            return _MaskedCompletion(jnp.asarray(mask, dtype), jnp.asarray(target, dtype))
         problem = MatrixCompletion(rows, cols, z, shape, reduction="half_mean", dtype=dtype)
         # built once here: the step rule's sparse structure is reused by every check's call
         return SparseCompletion(problem, dims) if sparse_is_cheaper(problem, dims) else problem
 
-    def _run(self, factors, problem, lr, steps, progress):
-        """``steps`` steps; a divergence is undone (the engine rolls back) and the rate halved."""
+    def _run(self, factors, problem, lr, steps, progress, curve=True):
+        """``steps`` steps; a divergence is undone (the engine rolls back) and the rate halved.
+        Without ``curve`` or ``progress`` one record at the end (the early-stopping checks'
+        compiled program, which has one record too, is reused)."""
         done, losses, recs = 0, [], []
+        if steps == 0 and not curve:  # the validation error was best at the init
+            return factors, lr, losses, recs
         for _ in range(_MAX_HALVINGS + 1):
-            res = train(factors, problem, lr=lr, steps=steps - done, optimizer=self.optimizer,
-                        schedule=Schedule.log(50), progress=_offset(progress, done))
+            left = steps - done
+            schedule = (Schedule.log(50) if curve or progress is not None
+                        else Schedule.every(max(left, 1)))
+            res = train(factors, problem, lr=lr, steps=left, optimizer=self.optimizer,
+                        schedule=schedule, progress=_offset(progress, done))
             losses += list(res.loss)
             recs += list(np.asarray(res.steps) + done)
             factors = res.state
