@@ -151,15 +151,16 @@ instead of six at depth 3). Against the targets:
   width 128, 10% observed: the three dense products 3 x 1.5, the observed entries 6.6 with the
   native kernel (25 as one more dense product, 30-55 with XLA's gathers), the two CSR products
   (`jax.experimental.sparse.BCSR`, jaxlib's CPU kernel) 8.2 + 9.4: 29.5 per step against the
-  dense step's ~96 (3.0-3.2x; target 5x). At width 2,000: products 3 x 382, entries 138, CSR
-  products 190 + 193: 1.58 s against ~2.5 s (1.5-1.6x; target 1.8x). At 100 x 100 (a) the
-  same pieces are 3 x ~40 us, ~30 us and 2 x ~25 us, plus the training loop's own update and
-  checks: 0.76-0.86 of the floor over the runs of the day (target 0.7).
+  dense step's ~96 (2.7-3.2x over three runs; target 5x). At width 2,000: products 3 x 382,
+  entries 138, CSR products 190 + 193: 1.58 s against ~2.5 s (1.5-1.9x over three runs, the
+  scaling grid below 1.7x; target 1.8x). At 100 x 100 (a) the same pieces are 3 x ~40 us,
+  ~30 us and 2 x ~25 us, plus the training loop's own update and checks: 0.76-0.86 of the
+  floor over the runs of the day (target 0.7).
 - The native kernel (`deeplinear._native`, a C++ XLA FFI custom call built on first use): the
   observed entries as vectorized dot products over tiles of 256 rows x 16 columns. It took the
-  step from 1.84x to 3.0x at width 128, 7.5x to 9.7x at 1% observed, and (a) from reading the
-  entries off a dense product to sampling them. Two more kernels were written and measured and
-  dropped, being slower than what they would replace: one pass doing the entries and both
+  step from 1.84x to 2.7-3.2x at width 128 and from 7.5x to 7.6-9.7x at 1% observed, and (a)
+  from reading the entries off a dense product to sampling them. Two more kernels were written
+  and measured and dropped, being slower than what they would replace: one pass doing the entries and both
   sparse products (22-31 ms at width 128 against 24 for the three separate pieces) and a
   native CSR product (9.3 ms at width 128, 361 ms at width 2,000, against jaxlib's 8-9 and 190).
 - Why the width-128 target is out of reach on this CPU: each observed entry needs one row of
@@ -168,8 +169,10 @@ instead of six at depth 3). Against the targets:
   step of ~96 ms: at most ~4-5x before any dense product. At width 2,000 the rows are 16 KiB
   and the whole factor (32 MiB) no longer fits in cache: the three sparse passes cost more than
   one dense product.
-- Spread: the machine was shared with another job; CPU time of one thread keeps the ratios
-  within ~10% between runs ((a) 0.76-0.86 over three runs).
+- Spread: even in CPU time of one thread the ratios move between runs of the same code
+  (three runs that day, the last on an idle machine: width 2,000 1.63x / 1.50x / 1.93x, width
+  128 3.19x / 3.02x / 2.68x, (a) 0.81 / 0.86 / 0.83, and 0.76 in a side run): compare within
+  one run only. The table above is the last run.
 - A GPU would change the balance (cuSPARSE SDDMM/SpMM, fast gathers); this task was not lent
   one, so nothing here was measured on one.
 """
