@@ -138,3 +138,17 @@ def test_sparse_step_with_the_native_forward_matches_the_dense_step():
         for x, y in zip(a.state, b.state, strict=True):
             assert x.dtype == dtype
             np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol)
+
+
+def test_small_problems_never_ask_for_the_kernel(monkeypatch):
+    """The rule consults the kernel (and so a compiler) only when its plan would win."""
+    asked = []
+    monkeypatch.setattr(_native, "available", lambda dtype=np.float64: asked.append(dtype) or True)
+    two = pb.completion_2x2()
+    assert not pb.sparse_is_cheaper(two, (2, 2, 2, 2)) and not asked
+    assert pb.SparseCompletion(two, (2, 2, 2, 2)).forward != "native" and not asked
+    n, m = 400, 1600
+    rng = np.random.default_rng(1)
+    idx = rng.choice(n * n, m, replace=False)
+    big = pb.MatrixCompletion(idx // n, idx % n, rng.standard_normal(m), (n, n))
+    assert pb.SparseCompletion(big, (n, 64, 64, n)).forward == "native" and asked

@@ -347,6 +347,15 @@ def _sparse_plan(dims: tuple[int, ...], m: int,
     return best
 
 
+def _plan(dims: tuple[int, ...], m: int, dtype) -> tuple[float, int, str]:
+    """:func:`_sparse_plan`, asking for the native kernel (which builds it on first use) only
+    when the kernel's plan would be chosen: small problems never start a compiler."""
+    plan = _sparse_plan(dims, m, native=True)
+    if plan[2] == "native" and not _native.available(dtype):
+        plan = _sparse_plan(dims, m, native=False)
+    return plan
+
+
 def _dense_cost(dims: tuple[int, ...]) -> float:
     """Estimated ns of the dense step (:func:`network.factor_gradients` with a dense ``G``)."""
     return _NS_GEMM * nw.product_cost(dims) + _NS_ENTRY * dims[0] * dims[-1]
@@ -379,8 +388,7 @@ def sparse_is_cheaper(problem: Problem, dims: Sequence[int]) -> bool:
     if not isinstance(problem, MatrixCompletion) or len(dims) < 3:
         return False
     dims = tuple(int(d) for d in dims)
-    native = _native.available(problem.values.dtype)
-    return _sparse_plan(dims, int(problem.rows.shape[0]), native)[0] < _dense_cost(dims)
+    return _plan(dims, int(problem.rows.shape[0]), problem.values.dtype)[0] < _dense_cost(dims)
 
 
 class SparseCompletion(Problem):
@@ -431,8 +439,7 @@ class SparseCompletion(Problem):
         self.t_rows = jnp.asarray(rows[order][t_order], dtype=jnp.int32)
         self.t_indptr = jnp.asarray(np.searchsorted(cols[order][t_order], np.arange(d_in + 1)),
                                     jnp.int32)
-        native = _native.available(self.values.dtype)
-        _, k, fwd = _sparse_plan(dims, rows.size, native)
+        _, k, fwd = _plan(dims, rows.size, self.values.dtype)
         n = len(dims) - 1
         if split is not None:
             if n == 1 or not 1 <= split <= n - 1:
@@ -441,7 +448,7 @@ class SparseCompletion(Problem):
         if forward is not None:
             if forward not in ("gather", "dense", "native"):
                 raise ValueError(f"forward must be 'gather', 'dense' or 'native', got {forward!r}")
-            if forward == "native" and not native:
+            if forward == "native" and not _native.available(self.values.dtype):
                 raise ValueError(f"forward='native' needs the native kernel for "
                                  f"{self.values.dtype}: {_native.status()}")
             fwd = forward
