@@ -153,6 +153,24 @@ def _rmse(Z, X, val_mask) -> float:
     return float(np.sqrt(np.mean((Z[val_mask] - X[val_mask]) ** 2)))
 
 
+def _select(fit_one, values: list, X: np.ndarray, train_mask: np.ndarray, val_mask: np.ndarray,
+            t0: float, **kw) -> Selected:
+    """Fit ``fit_one(X, train_mask, value, Z0=...)`` along ``values`` (warm-started, stopped by
+    :func:`_path_done`), keep the value with the lowest validation RMSE and refit it on
+    ``train_mask | val_mask`` from its completion."""
+    path, best, Z = [], (np.inf, values[0], None), None
+    for value in values:
+        Z = fit_one(X, train_mask, value, Z0=Z, **kw).Z
+        err = _rmse(Z, X, val_mask)
+        path.append((float(value), err))
+        if err < best[0]:
+            best = (err, value, Z)
+        if _path_done(path):
+            break
+    fit = fit_one(X, train_mask | val_mask, best[1], Z0=best[2], **kw)
+    return Selected(fit, float(best[1]), path, time.perf_counter() - t0)
+
+
 @dataclass(frozen=True)
 class Selected:
     """The refitted completion, the chosen value, the path of (value, validation RMSE) and the
@@ -174,19 +192,9 @@ def select_soft_impute(X: np.ndarray, train_mask: np.ndarray, val_mask: np.ndarr
     t0 = time.perf_counter()
     Xf = np.where(train_mask, X, 0.0)
     lam_max = float(_svd(Xf)[1][0])
-    path, best, Z = [], (np.inf, lam_max, None), None
-    for lam in lam_max * np.geomspace(1.0, ratio, n_lambdas)[1:]:
-        fit = soft_impute(X, train_mask, lam, Z0=Z, max_iters=max_iters, tol=tol)
-        Z = fit.Z
-        err = _rmse(Z, X, val_mask)
-        path.append((float(lam), err))
-        if err < best[0]:
-            best = (err, float(lam), Z)
-        if _path_done(path):
-            break
-    full = train_mask | val_mask
-    fit = soft_impute(X, full, best[1], Z0=best[2], max_iters=max_iters, tol=tol)
-    return Selected(fit, best[1], path, time.perf_counter() - t0)
+    values = [float(v) for v in lam_max * np.geomspace(1.0, ratio, n_lambdas)[1:]]
+    return _select(soft_impute, values, X, train_mask, val_mask, t0, max_iters=max_iters,
+                   tol=tol)
 
 
 def select_hard_impute(X: np.ndarray, train_mask: np.ndarray, val_mask: np.ndarray, *,
@@ -200,15 +208,5 @@ def select_hard_impute(X: np.ndarray, train_mask: np.ndarray, val_mask: np.ndarr
     if ranks is None:
         limit = max(1, min(min(X.shape), int(train_mask.sum()) // sum(X.shape)))
         ranks = sorted({r for r in np.unique(np.round(np.geomspace(1, limit, 12)).astype(int))})
-    path, best, Z = [], (np.inf, ranks[0], None), None
-    for r in ranks:
-        fit = hard_impute(X, train_mask, int(r), Z0=Z, max_iters=max_iters, tol=tol)
-        Z = fit.Z
-        err = _rmse(Z, X, val_mask)
-        path.append((float(r), err))
-        if err < best[0]:
-            best = (err, int(r), Z)
-        if _path_done(path):
-            break
-    fit = hard_impute(X, train_mask | val_mask, best[1], Z0=best[2], max_iters=max_iters, tol=tol)
-    return Selected(fit, float(best[1]), path, time.perf_counter() - t0)
+    return _select(hard_impute, [int(r) for r in ranks], X, train_mask, val_mask, t0,
+                   max_iters=max_iters, tol=tol)

@@ -262,24 +262,20 @@ def collapse(model: nn.Module) -> nn.Module:
     def make(m: nn.Module) -> nn.Module | None:
         if isinstance(m, FactorizedLinear):
             W = m.end_to_end().detach()
-            lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None,
-                            device=W.device, dtype=W.dtype)
-            with torch.no_grad():
-                lin.weight.copy_(W)
-                if m.bias is not None:
-                    lin.bias.copy_(m.bias)
-            return lin
-        if isinstance(m, FactorizedConv2d):
-            K = m.end_to_end().detach()
+            layer = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None,
+                              device=W.device, dtype=W.dtype)
+        elif isinstance(m, FactorizedConv2d):
+            W = m.end_to_end().detach()
             layer = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
                               m.dilation, m.groups, m.bias is not None, m.padding_mode,
-                              device=K.device, dtype=K.dtype)
-            with torch.no_grad():
-                layer.weight.copy_(K)
-                if m.bias is not None:
-                    layer.bias.copy_(m.bias)
-            return layer
-        return None
+                              device=W.device, dtype=W.dtype)
+        else:
+            return None
+        with torch.no_grad():
+            layer.weight.copy_(W)
+            if m.bias is not None:
+                layer.bias.copy_(m.bias)
+        return layer
 
     return _swap(copy.deepcopy(model), make)
 
