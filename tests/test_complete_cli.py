@@ -93,3 +93,12 @@ def test_csv_missing_cells(tmp_path):
     path.write_text("1,,3\nNaN,5,nan\n\n7,8,NA\n")
     X = read_matrix(path)
     np.testing.assert_array_equal(np.isnan(X), [[0, 1, 0], [1, 0, 1], [0, 0, 1]])
+
+
+def test_tiny_matrix_says_why_there_is_no_validation_error(tmp_path):
+    src, out = tmp_path / "a.csv", tmp_path / "b.csv"
+    src.write_text("1,2,\n,4,5\n7,,9\n")  # 6 observed: 10% of them rounds down to none
+    res = runner.invoke(app, ["complete", str(src), "--out", str(out), "--max-steps", "50"])
+    assert res.exit_code == 0, res.output
+    assert "validation RMSE: - (too few observations to hold any out)" in res.stdout
+    assert "nan" not in res.stdout.lower()

@@ -710,7 +710,9 @@ def complete_cmd(
         raise typer.Exit(1)
     _check_new_file(out)
     _write_new_file(out, write_matrix(out, completed))
-    typer.echo(f"validation RMSE: {est.validation_error_:.6g}  effective rank: "
+    val = (f"{est.validation_error_:.6g}" if np.isfinite(est.validation_error_)
+           else "- (too few observations to hold any out)")
+    typer.echo(f"validation RMSE: {val}  effective rank: "
                f"{est.effective_rank_:.3g}  steps: {est.n_iter_}  shape: {completed.shape[0]} x "
                f"{completed.shape[1]}  observed: {observed}")
     typer.echo(f"wrote {short_path(out)}  ({est.fit_seconds_:.1f} s)")
