@@ -40,6 +40,7 @@ __all__ = [
     "balanced_factors",
     "collapse",
     "count_parameters",
+    "dense_l2",
     "end_to_end_weights",
     "overparameterize",
 ]
@@ -289,3 +290,30 @@ def end_to_end_weights(model: nn.Module) -> list[torch.Tensor]:
     """End-to-end weights ``W_{1:N}`` of every factorized layer of ``model``, in module order."""
     return [m.end_to_end() for m in model.modules()
             if isinstance(m, FactorizedLinear | FactorizedConv2d)]
+
+
+def dense_l2(model: nn.Module, *, end_to_end: bool = True, bias: bool = True) -> torch.Tensor:
+    """The L2 term of the dense layers, ``Σ_layers (‖W‖_F² + ‖b‖²) / 2`` (TensorFlow's
+    ``l2_loss`` summed over every ``nn.Linear`` and ``FactorizedLinear``), differentiable.
+
+    For a factorized layer ``W`` is the end-to-end matrix ``W_{1:N}`` when ``end_to_end`` (the
+    default): then ``overparameterize(model)`` with a function-preserving init has exactly the
+    regularized objective of ``model``, and only the optimization changes. With
+    ``end_to_end=False`` the term is ``Σ_j ‖W_j‖_F² / 2`` over the factors (weight decay on each
+    factor: another objective). ``bias=False`` leaves the biases out. Multiply by the coefficient
+    (the TensorFlow MNIST tutorial adds ``5e-4 * dense_l2(model)`` to the cross-entropy).
+    """
+    terms: list[torch.Tensor] = []
+    for m in model.modules():
+        if isinstance(m, FactorizedLinear):
+            mats = [m.end_to_end()] if end_to_end else list(m.factors)
+        elif isinstance(m, nn.Linear):
+            mats = [m.weight]
+        else:
+            continue
+        terms += [W.square().sum() for W in mats]
+        if bias and m.bias is not None:
+            terms.append(m.bias.square().sum())
+    if not terms:
+        raise ValueError("model contains no nn.Linear or FactorizedLinear layer")
+    return torch.stack(terms).sum() / 2

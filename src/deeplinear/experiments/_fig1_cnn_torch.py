@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from deeplinear.torch import FactorizedLinear, collapse, count_parameters, overparameterize
+from deeplinear.torch import collapse, count_parameters, dense_l2, overparameterize
 
 __all__ = ["TorchCNN", "build", "collapse_rel_diff", "count_parameters", "from_equinox", "predict",
            "train"]
@@ -41,16 +41,32 @@ class TorchCNN(nn.Module):
 
 
 def from_equinox(model: Any, image_shape: tuple[int, int, int], dropout: float = 0.0,
-                 dtype: torch.dtype = torch.float32) -> TorchCNN:
-    """A :class:`TorchCNN` with the weights of an equinox ``SmallCNN`` (plain layers)."""
-    net = TorchCNN(image_shape, (model.conv1.out_channels, model.conv2.out_channels),
-                   model.conv1.kernel_size[0], model.fc1.out_features, model.fc2.out_features,
+                 dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A :class:`TorchCNN` with the weights of an equinox ``SmallCNN``; when the dense layers of
+    ``model`` are factorized (``deeplinear.overparam.FactorizedLinear``), the twin's are too
+    (:func:`deeplinear.torch.overparameterize`), with the same factors."""
+    from deeplinear.overparam import FactorizedLinear as EqxFactorized
+    from deeplinear.overparam import collapse as eqx_collapse
+
+    plain = eqx_collapse(model)
+    net = TorchCNN(image_shape, (plain.conv1.out_channels, plain.conv2.out_channels),
+                   plain.conv1.kernel_size[0], plain.fc1.out_features, plain.fc2.out_features,
                    dropout, dtype)
     with torch.no_grad():
         for name in ("conv1", "conv2", "fc1", "fc2"):
-            src, dst = getattr(model, name), getattr(net, name)
+            src, dst = getattr(plain, name), getattr(net, name)
             dst.weight.copy_(torch.as_tensor(np.array(src.weight)))
             dst.bias.copy_(torch.as_tensor(np.array(src.bias)).reshape(-1))
+    if not isinstance(model.fc1, EqxFactorized):
+        return net
+    with torch.no_grad():
+        for name in ("fc1", "fc2"):
+            fs = getattr(model, name).factors
+            layer = overparameterize(getattr(net, name), len(fs), width=int(fs[0].shape[0]),
+                                     init="identity")  # the structure; then the same factors
+            for dst, src in zip(layer.factors, fs, strict=True):
+                dst.copy_(torch.as_tensor(np.array(src)))
+            setattr(net, name, layer)
     return net
 
 
@@ -65,44 +81,39 @@ def predict(model: nn.Module, X: torch.Tensor, chunk: int = 1000) -> torch.Tenso
 
 
 def train(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, batches: np.ndarray, *, lr: float,
-          momentum: float, lr_decay: float, decay_steps: int, weight_decay: float,
-          seed: int) -> tuple[nn.Module, np.ndarray]:
+          momentum: float, lr_decay: float, decay_every: tuple[int, int], weight_decay: float,
+          end_to_end: bool, seed: int) -> tuple[nn.Module, np.ndarray]:
     """Heavy-ball SGD (``v <- μ v + g``, ``θ <- θ - η_t v``, as ``optax.sgd``) on the batches
-    ``batches[t]``; ``η_t = lr * lr_decay^floor(t / decay_steps)``; L2 ``weight_decay`` on the
-    dense weights (factors) only. Returns the model and the batch losses (NaN after a blow-up)."""
+    ``batches[t]`` of the objective ``CE + weight_decay * dense_l2(model, end_to_end)`` (the
+    TensorFlow tutorial's loss); ``η_t = lr * lr_decay^floor(t a / b)`` with
+    ``(a, b) = decay_every`` (``(1, k)``: every k steps; ``(batch, m)``: every epoch of m images).
+
+    Returns the model and ``(3, steps)``: the objective, the cross-entropy and the L2 term of
+    each minibatch before its step (NaN from a blow-up on)."""
     torch.manual_seed(seed)  # dropout masks
-    dense = [p for m in model.modules() if isinstance(m, nn.Linear | FactorizedLinear)
-             for name, p in m.named_parameters() if name != "bias"]
-    dense_ids = {id(p) for p in dense}
-    rest = [p for p in model.parameters() if id(p) not in dense_ids]
-    opt = torch.optim.SGD([{"params": dense, "weight_decay": weight_decay},
-                           {"params": rest, "weight_decay": 0.0}], lr=lr, momentum=momentum)
-    losses = np.full(len(batches), np.nan)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    curves = np.full((3, len(batches)), np.nan)
     model.train()
     for t, b in enumerate(batches):
         for group in opt.param_groups:
-            group["lr"] = lr * lr_decay ** (t // decay_steps)
+            group["lr"] = lr * lr_decay ** ((t * decay_every[0]) // decay_every[1])
         idx = torch.as_tensor(b)
-        loss = functional.cross_entropy(model(X[idx]), Y[idx])
-        value = float(loss.detach())
-        losses[t] = value
-        if not np.isfinite(value):
+        ce = functional.cross_entropy(model(X[idx]), Y[idx])
+        l2 = weight_decay * dense_l2(model, end_to_end=end_to_end) if weight_decay else ce * 0
+        loss = ce + l2
+        curves[:, t] = float(loss.detach()), float(ce.detach()), float(l2.detach())
+        if not np.isfinite(curves[0, t]):
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return model, losses
+    return model, curves
 
 
-def build(model_eqx: Any, image_shape: tuple[int, int, int], *, overparam: bool, depth: int,
-          width: int | None, init: str, dropout: float, seed: int) -> nn.Module:
-    """The PyTorch twin of an equinox ``SmallCNN`` (same weights), overparameterized by
-    :func:`deeplinear.torch.overparameterize` when asked (dense layers only, as in JAX)."""
-    net = from_equinox(model_eqx, image_shape, dropout)
-    if overparam:
-        gen = torch.Generator().manual_seed(seed)
-        net = overparameterize(net, depth, width=width, init=init, generator=gen)
-    return net
+def build(model_eqx: Any, image_shape: tuple[int, int, int], *, dropout: float) -> nn.Module:
+    """The PyTorch twin of an equinox ``SmallCNN``, plain or overparameterized (same weights or
+    factors)."""
+    return from_equinox(model_eqx, image_shape, dropout)
 
 
 def collapse_rel_diff(model: nn.Module, X: torch.Tensor) -> float:
