@@ -561,6 +561,103 @@ def block_fig1_cnn_random(saved: Saved) -> str:
             f"{round(st['seconds'])} s, measured {_date(st)} on the machine of the default run.)")
 
 
+PAPER_CNN = "paper/fig1-cnn"
+PAPER_CNN_FACTORS = "paper/fig1-cnn-factors"
+
+
+def _curve_rows(saved: Saved, run: str) -> dict[tuple[str, int], dict[str, Any]]:
+    return {(str(r["model"]), int(r["iteration"])): r for r in saved.table(run, "curves")}
+
+
+def _paper_setup(saved: Saved, run: str) -> str:
+    st = saved.status(run)
+    cfg = st["config"]
+    wall = round(st["seconds"] / 60)
+    return (f"{cfg['steps']:,} iterations, {cfg['seeds']} seed{'s' if cfg['seeds'] > 1 else ''}"
+            f" (seed {cfg['seed']}), PyTorch, L2 on the "
+            f"{'end-to-end matrices' if cfg['weight_decay_on'] == 'end-to-end' else 'factors'}; "
+            f"{wall} min of wall time on a shared 2-core CPU machine, {_date(st)}")
+
+
+def block_fig1_cnn_paper(saved: Saved) -> str:
+    """The paper-size run: objective, cross-entropy and L2 term at fixed iterations, and the
+    notes' values next to ours."""
+    rows = _curve_rows(saved, PAPER_CNN)
+    its = sorted({it for _, it in rows})
+    body = table(["iteration", "original: objective", "CE", "L2 term",
+                  "overparameterized: objective", "CE", "L2 term"],
+                 ([f"{it:,}", *[num(rows[m, it][c]) for m in ("original", "overparameterized")
+                                for c in ("objective", "cross_entropy", "l2")]] for it in its))
+    s = saved.summary(PAPER_CNN)
+    heads = {h["key"]: h for h in s["headline"]}
+    names = {"original_initial_loss": "original, objective at the start",
+             "original_final_loss_at_8600": "original, objective at 8,600",
+             "overparameterized_initial_loss": "overparameterized, objective at the start",
+             "overparameterized_loss_at_2000": "overparameterized, objective at 2,000",
+             "overparameterized_final_loss_at_8600": "overparameterized, objective at 8,600",
+             "crossing_iteration": "iteration from which the overparameterized is lower",
+             "param_increase": "parameter increase"}
+
+    def ours(key: str) -> str:
+        h = heads[key]
+        v = h["value"]
+        text = "-" if v is None else (f"{100 * v:.1f}%" if key == "param_increase" else
+                                      f"{round(v):,}" if key == "crossing_iteration" else num(v))
+        return text + (f" (not comparable: {h['not_comparable']})" if h["not_comparable"] else "")
+
+    def notes(key: str) -> str:
+        v = s["reported"][key]["value"]
+        return (f"{100 * v:.1f}%" if key == "param_increase" else
+                f"≈ {v:,}" if key == "crossing_iteration" else f"≈ {v:g}")
+
+    pairs = table(["quantity", "notes (read off the figure)", "this run"],
+                  ([names[k], notes(k), ours(k)] for k in names))
+    m = s["summary"]
+    pre = ""  # a paper run has one framework: its keys carry no prefix
+    lines = [
+        f"- Objective, original / overparameterized at the end: "
+        f"{m[pre + 'final_loss_ratio']:.2f}; cross-entropy alone: "
+        f"{m[pre + 'cross_entropy_final_loss_ratio']:.2f}; L2 term alone: "
+        f"{m[pre + 'l2_final_loss_ratio']:.2f}.",
+        "- Iteration from which the overparameterized curve stays below the original's: "
+        f"objective {_it(m.get('crossing_iteration'))}, cross-entropy "
+        f"{_it(m.get('cross_entropy_crossing_iteration'))}.",
+        f"- Accuracy after training (dropout off): the first 10,000 training images "
+        f"{100 * m['original_train_accuracy']:.2f}% (original) and "
+        f"{100 * m['overparameterized_train_accuracy']:.2f}% (overparameterized); the 5,000 "
+        f"held-out images {100 * m['original_heldout_accuracy']:.2f}% and "
+        f"{100 * m['overparameterized_heldout_accuracy']:.2f}%.",
+    ]
+    return (f"{_paper_setup(saved, PAPER_CNN)}. Smoothed over "
+            f"{saved.status(PAPER_CNN)['config']['smoothing']} iterations (iteration 0: the "
+            f"first minibatch):\n\n{body}\n\n{pairs}\n\n" + "\n".join(lines))
+
+
+def _it(v: float | None) -> str:
+    return "never" if v is None else f"{round(v):,}"
+
+
+def block_fig1_cnn_paper_factors(saved: Saved) -> str:
+    """The same setting with weight decay on each factor instead of the end-to-end matrices."""
+    rows = _curve_rows(saved, PAPER_CNN_FACTORS)
+    e2e = _curve_rows(saved, PAPER_CNN)
+    last = max(it for _, it in rows)
+    marks = [it for it in (500, 1000, 2000, last) if it <= last and ("original", it) in rows]
+    body = table(["iteration", "original", "overparameterized, L2 on the factors",
+                  "overparameterized, L2 on the end-to-end matrices"],
+                 ([f"{it:,}", num(rows["original", it]["objective"]),
+                   num(rows["overparameterized", it]["objective"]),
+                   num(e2e["overparameterized", it]["objective"]) if ("overparameterized", it)
+                   in e2e else "-"] for it in dict.fromkeys(marks)))
+    m = saved.summary(PAPER_CNN_FACTORS)["summary"]
+    return (f"{_paper_setup(saved, PAPER_CNN_FACTORS)}. The objective each model minimizes "
+            f"(smoothed; for the factor run, the cross-entropy plus 5e-4 times the factors' "
+            f"L2):\n\n{body}\n\nAt the end the factor run's cross-entropy is "
+            f"{num(m['overparameterized_final_cross_entropy'])} against "
+            f"{num(m['original_final_cross_entropy'])} for the original (ratio "
+            f"{m['cross_entropy_final_loss_ratio']:.2f}).")
+
+
 def _date(status: dict[str, Any]) -> str:
     return dt.datetime.fromtimestamp(status["started"], dt.UTC).strftime("%Y-%m-%d")
 
@@ -619,6 +716,8 @@ BLOCKS: dict[str, Callable[[Saved], str]] = {
     "fig1-cnn-models": block_fig1_cnn_models,
     "fig1-cnn-frameworks": block_fig1_cnn_frameworks,
     "fig1-cnn-random": block_fig1_cnn_random,
+    "fig1-cnn-paper": block_fig1_cnn_paper,
+    "fig1-cnn-paper-factors": block_fig1_cnn_paper_factors,
     "test-timing": block_test_timing,
 }
 

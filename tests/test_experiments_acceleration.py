@@ -48,12 +48,79 @@ def test_regression_config_needs_path_for_gas_sensor():
     ("lr", 0.0), ("momentum", 1.0), ("depth", 1), ("seeds", 0), ("channels", [8]),
     ("lr_decay", 1.5), ("weight_decay", -1.0), ("overparam_init", "zeros"), ("extra", 1),
     ("framework", "tensorflow"), ("dropout", 1.0), ("lr_decay_steps", 0), ("dataset", "mnist5k"),
+    ("weight_decay_on", "both"), ("init", "xavier"), ("pixels", "raw"), ("holdout", -1),
+    ("batch_order", "random"),
 ])
 def test_cnn_config_rejects(field, value):
     with pytest.raises(ValidationError, match=field):
         cnn.Fig1CNNConfig(**{field: value})
     with pytest.raises(ValidationError, match="data_path"):
-        cnn.Fig1CNNConfig(dataset="mnist")
+        cnn.Fig1CNNConfig(dataset="digits", data_path="somewhere")
+
+
+def test_cnn_paper_preset_is_the_tensorflow_tutorial():
+    """--paper: the tutorial's data split, pixels, init, loop, schedule and L2 (§E2)."""
+    exp = REGISTRY["fig1-cnn"]
+    cfg = exp.config_model(**exp.paper)
+    assert (cfg.dataset, cfg.data_path, cfg.holdout, cfg.pixels) == ("mnist", None, 5000,
+                                                                     "centered")
+    assert (cfg.init, cfg.overparam_init, cfg.batch_order, cfg.batch_size) == (
+        "tutorial", "random", "sequential", 64)
+    assert (cfg.lr, cfg.momentum, cfg.lr_decay, cfg.lr_decay_steps) == (0.01, 0.9, 0.95, None)
+    assert (cfg.weight_decay, cfg.weight_decay_on, cfg.dropout) == (5e-4, "end-to-end", 0.5)
+    assert (cfg.steps, cfg.seed, cfg.channels, cfg.kernel_size, cfg.dense_hidden) == (
+        8600, 66478, [32, 64], 5, 512)
+    # the tutorial's staircase: lr 0.01 * 0.95^floor(t * 64 / 55,000)
+    a, b = cnn._decay_every(cfg, 55_000)
+    lr = cnn._optimizer(cfg, (a, b))
+    assert (a, b) == (64, 55_000)
+    params = {"w": jnp.zeros(())}
+    state = lr.init(params)
+    seen = []
+    for _ in range(1720):
+        upd, state = lr.update({"w": jnp.ones(())}, state, params)
+        seen.append(float(upd["w"]))
+    # with gradient 1 the update is -lr_t * sum_{k <= t} 0.9^k
+    trace = (1 - 0.9 ** np.arange(1, 1721)) / (1 - 0.9)
+    lrs = -np.asarray(seen) / trace
+    expect = 0.01 * 0.95 ** ((np.arange(1720) * 64) // 55_000)
+    np.testing.assert_allclose(lrs, expect, rtol=1e-5)
+    assert expect[859] == 0.01 and expect[860] < 0.01  # 860 * 64 > 55,000 > 859 * 64
+    # sequential batches: offset (t * 64) mod (55,000 - 64), the same for every seed
+    bat = cnn._batches(cfg.model_copy(update={"steps": 900, "seeds": 2}), 55_000)
+    assert bat.shape == (2, 900, 64) and np.array_equal(bat[0], bat[1])
+    assert bat[0, 1, 0] == 64 and bat[0, 858, 0] == (858 * 64) % 54_936
+
+
+def test_cnn_tutorial_init_statistics():
+    """truncated_normal(stddev=0.1): std 0.1 * 0.8796 (normal cut at 2 std), nothing beyond
+    0.2, mean 0; biases 0 (conv1) and 0.1; the L2 term at the start ≈ 5e-4 * 0.1² * 0.7737 / 2
+    * (dense weights) + biases ≈ 3.12 for the tutorial network."""
+    net = cnn.SmallCNN((1, 28, 28), (32, 64), 5, 512, 10, key=jax.random.key(0),
+                       dtype=jnp.float32)
+    net = cnn.tutorial_init(net, jax.random.key(1))
+    w = np.concatenate([np.asarray(getattr(net, n).weight).ravel()
+                        for n in ("conv1", "conv2", "fc1", "fc2")])
+    assert w.size == 5 * 5 * 32 + 5 * 5 * 32 * 64 + 3136 * 512 + 512 * 10
+    assert abs(w.std() / 0.1 - 0.87962) < 2e-3 and abs(w.mean()) < 2e-4
+    assert np.abs(w).max() <= 0.2
+    assert np.all(np.asarray(net.conv1.bias) == 0)
+    for n in ("conv2", "fc1", "fc2"):
+        np.testing.assert_array_equal(np.asarray(getattr(net, n).bias), np.float32(0.1))
+    from deeplinear.overparam import dense_l2
+
+    l2 = 5e-4 * float(dense_l2(net))
+    dense = 3136 * 512 + 512 * 10
+    assert abs(l2 - 5e-4 * (dense * 0.01 * 0.87962**2 + 522 * 0.01) / 2) < 0.01
+    assert 3.0 < l2 < 3.25
+    # fresh factors at the tutorial init: the end-to-end L2 term starts 4x higher (≈ 12.3)
+    cfg = cnn.Fig1CNNConfig(init="tutorial", overparam_init="random")
+    twin = cnn._twin(cfg, net, jax.random.key(2))
+    assert twin.fc1.factors[1].shape == (512, 512)
+    f = np.asarray(twin.fc1.factors[1]).ravel()
+    assert abs(f.std() / 0.1 - 0.87962) < 1e-2 and np.abs(f).max() <= 0.2
+    np.testing.assert_array_equal(np.asarray(twin.fc1.bias), np.float32(0.1))
+    assert 11.5 < 5e-4 * float(dense_l2(twin)) < 13.2
 
 
 def test_lp_optimum_is_stationary():
@@ -121,6 +188,25 @@ def test_cnn_quick(tmp_path, quick_runs):
     r = quick_runs["fig1-cnn"]
     lo, hi = r.arrays["original_batch_loss"], r.arrays["overparameterized_batch_loss"]
     assert lo.shape == hi.shape == (cfg.seeds, cfg.steps)
+    # the three curves: objective = cross-entropy + L2 term, the L2 term is λ dense_l2 of the
+    # initial model (checked against the model rebuilt here) and, with balanced factors and the
+    # term on the end-to-end matrices, the same for both models at the start
+    for name in cnn.MODELS:
+        np.testing.assert_allclose(r.arrays[f"{name}_batch_loss"],
+                                   r.arrays[f"{name}_cross_entropy"] + r.arrays[f"{name}_l2"],
+                                   rtol=1e-6)
+        assert np.all(r.arrays[f"{name}_l2"] > 0)
+    from deeplinear.data import digits_images
+    from deeplinear.overparam import dense_l2
+
+    first = cnn._build(cfg, digits_images(), jax.random.split(jax.random.key(cfg.seed),
+                                                              cfg.seeds)[0])
+    np.testing.assert_allclose(r.arrays["original_l2"][0, 0],
+                               cfg.weight_decay * float(dense_l2(first)), rtol=1e-5)
+    np.testing.assert_allclose(r.arrays["overparameterized_l2"][:, 0],
+                               r.arrays["original_l2"][:, 0], rtol=1e-5)
+    rows = {(row["framework"], row["model"], row["iteration"]): row for row in r.tables["curves"]}
+    assert rows["jax", "original", 0]["l2"] == pytest.approx(r.arrays["original_l2"][:, 0].mean())
     # balanced factorization keeps the function: same first batch loss (float32 rounding)
     np.testing.assert_allclose(lo[:, 0], hi[:, 0], rtol=1e-5)
     assert r.summary["collapse_max_rel_diff"] < 1e-5

@@ -22,6 +22,7 @@ from deeplinear.overparam import (
     FactorizedLinear,
     collapse,
     count_parameters,
+    dense_l2,
     end_to_end_weights,
     overparameterize,
 )
@@ -225,3 +226,51 @@ def test_property_linear_factorization_is_exact(n_in, n_out, extra, depth, init,
     np.testing.assert_allclose(collapse(deep).weight, lin.weight, atol=spec.ATOL)
     x = jax.random.normal(jax.random.key(seed + 1), (3, n_in))
     np.testing.assert_allclose(jax.vmap(deep)(x), jax.vmap(lin)(x), atol=spec.ATOL)
+
+
+# ------------------------------------------------------------------- the L2 term (dense_l2)
+
+
+def test_dense_l2_hand_computation():
+    """Σ (‖W‖² + ‖b‖²)/2 over the Linear layers, summed by hand in numpy; bias=False drops the
+    biases; a model without dense layers is an error."""
+    mlp = _mlp()
+    layers = mlp.layers
+    hand = sum(np.sum(np.asarray(m.weight) ** 2) + np.sum(np.asarray(m.bias) ** 2)
+               for m in layers) / 2
+    np.testing.assert_allclose(float(dense_l2(mlp)), hand, rtol=1e-12)
+    no_bias = sum(np.sum(np.asarray(m.weight) ** 2) for m in layers) / 2
+    np.testing.assert_allclose(float(dense_l2(mlp, bias=False)), no_bias, rtol=1e-12)
+    with pytest.raises(ValueError, match="no eqx.nn.Linear"):
+        dense_l2(eqx.nn.Conv2d(1, 2, 3, key=KEY))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("init", ["balanced", "identity"])
+def test_dense_l2_end_to_end_is_the_original_objective(depth, init):
+    """With a function-preserving init the end-to-end L2 term equals the original model's (the
+    same objective); on the factors it is, for balanced factors of W = U Σ Vᵀ,
+    ``N/2 Σ σ_i^{2/N}`` per layer plus the biases (each factor has singular values σ^{1/N});
+    at depth 1 the two readings coincide."""
+    mlp = _mlp()
+    deep = overparameterize(mlp, depth, key=KEY, init=init, hidden_width=9)
+    np.testing.assert_allclose(float(dense_l2(deep)), float(dense_l2(mlp)), rtol=1e-10)
+    biases = sum(float(jnp.sum(m.bias**2)) for m in mlp.layers) / 2
+    factors = float(dense_l2(deep, end_to_end=False))
+    if depth == 1:
+        np.testing.assert_allclose(factors, float(dense_l2(mlp)), rtol=1e-10)
+    if init == "balanced":
+        closed = biases + sum(depth / 2 * np.sum(np.linalg.svd(np.asarray(m.weight),
+                                                               compute_uv=False) ** (2 / depth))
+                              for m in mlp.layers)
+        np.testing.assert_allclose(factors, closed, rtol=1e-10)
+
+
+def test_dense_l2_gradient_through_the_product():
+    """d/dW_1 of ‖W_2 W_1‖²/2 is W_2ᵀ W_2 W_1 (and W_2 W_1 W_1ᵀ for W_2)."""
+    lin = eqx.nn.Linear(5, 3, use_bias=False, key=KEY)
+    deep = overparameterize(lin, 2, key=jax.random.key(3), init="random")
+    g = eqx.filter_grad(lambda m: dense_l2(m))(deep)
+    W1, W2 = (np.asarray(f) for f in deep.factors)
+    np.testing.assert_allclose(np.asarray(g.factors[0]), W2.T @ W2 @ W1, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(g.factors[1]), W2 @ W1 @ W1.T, rtol=1e-10)

@@ -127,7 +127,7 @@ class Fig1CNNConfig(ConfigModel):
     framework: Literal["both", "jax", "torch"] = Field(
         "both", description="'jax' (equinox), 'torch' (PyTorch, the [torch] extra) or 'both' "
         "(same data, initial weights and batches; compared side by side)")
-    steps: Steps = Field(600, description="SGD iterations (minibatches)")
+    steps: Steps = Field(400, description="SGD iterations (minibatches)")
     batch_size: Size = 64
     batch_order: Literal["shuffled", "sequential"] = Field(
         "shuffled", description="'shuffled': a new permutation every epoch (per seed); "
