@@ -234,3 +234,19 @@ def test_regression_divergence_is_reported_not_plotted():
         r.divergences[0])
     assert "p4_gd_depth1_loss" not in r.arrays
     assert r.tables["lr_grid"][0]["status"] == "diverged"
+
+
+def test_cnn_data_preparation_holdout_and_pixels():
+    """holdout: the first images are held out (the tutorial's validation set); 'centered' pixels
+    are (v - 127.5) / 255; a holdout that leaves no minibatch is a one-line error."""
+    from deeplinear.data import ImageData
+
+    images = np.arange(20 * 16, dtype=np.float64).reshape(20, 1, 4, 4) / (20 * 16)
+    data = ImageData(images, np.arange(20) % 10, "toy", 10)
+    cfg = cnn.Fig1CNNConfig(holdout=5, pixels="centered", batch_size=4)
+    p = cnn._prepare(cfg, data)
+    assert p["X"].shape == (15, 1, 4, 4) and p["X_held"].shape == (5, 1, 4, 4)
+    np.testing.assert_allclose(p["X"], images[5:] - 0.5, atol=1e-7)
+    np.testing.assert_array_equal(p["Y_held"], np.arange(5))
+    with pytest.raises(ValueError, match="holdout: 16 held-out images"):
+        cnn._prepare(cfg.model_copy(update={"holdout": 16}), data)

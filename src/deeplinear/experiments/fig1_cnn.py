@@ -771,7 +771,8 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
                 n = results.summary.get(f"{pre}params_{name}")
                 params = "" if n is None else f"{int(n):,} params; "
                 lost = raw.shape[0] - ok
-                seeds = (f"mean of {ok} seed{'s' if ok != 1 else ''}"
+                seeds = ("1 seed" if ok == raw.shape[0] == 1 else
+                         f"mean of {ok} seed{'s' if ok != 1 else ''}"
                          + (f", {lost} diverged" if lost else ""))
                 mean_key = f"{pre}{name}{suffix}_smoothed_mean"
                 if mean_key in results.arrays:
