@@ -134,7 +134,7 @@ class Fig1CNNConfig(ConfigModel):
     framework: Literal["both", "jax", "torch"] = Field(
         "both", description="'jax' (equinox), 'torch' (PyTorch, the [torch] extra) or 'both' "
         "(same data, initial weights and batches; compared side by side)")
-    steps: Steps = Field(400, description="SGD iterations (minibatches)")
+    steps: Steps = Field(300, description="SGD iterations (minibatches)")
     batch_size: Size = 64
     batch_order: Literal["shuffled", "sequential"] = Field(
         "shuffled", description="'shuffled': a new permutation every epoch (per seed); "
@@ -170,7 +170,7 @@ class Fig1CNNConfig(ConfigModel):
         [8, 16], description="output channels of the two conv layers")
     kernel_size: Size = 3
     dense_hidden: Size = Field(32, description="width of the first dense layer")
-    loss_levels: NonEmptyList[PositiveFloat] = Field([0.5, 0.2, 0.1])
+    loss_levels: NonEmptyList[PositiveFloat] = Field([0.5, 0.3, 0.2])
     smoothing: Size = Field(25, description="moving-average window of the plotted batch loss")
     seed: Seed = 0
 
