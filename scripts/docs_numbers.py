@@ -643,6 +643,13 @@ def block_fig1_cnn_paper(saved: Saved) -> str:
         f"held-out images {100 * m['original_heldout_accuracy']:.2f}% and "
         f"{100 * m['overparameterized_heldout_accuracy']:.2f}%.",
     ]
+    steps = saved.status(PAPER_CNN)["config"]["steps"]
+    if steps < 8600:
+        lines.append(f"- The saved run stops at {steps:,} of the 8,600 iterations: the full length "
+                     "takes one to two hours of CPU time per seed for the two networks, more than "
+                     "the shared 2-core machine had to spare when it was measured; the notes' "
+                     "values at 8,600 are not measured here. `deeplinear run fig1-cnn --paper "
+                     "--set framework=torch --set seeds=1` runs it.")
     return (f"{_paper_setup(saved, PAPER_CNN)}. Smoothed over "
             f"{saved.status(PAPER_CNN)['config']['smoothing']} iterations (iteration 0: the "
             f"first minibatch):\n\n{body}\n\n{pairs}\n\n" + "\n".join(lines))

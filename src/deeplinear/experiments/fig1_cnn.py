@@ -804,8 +804,9 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
     on = next((h.measured_on for h in getattr(results, "headline", []) or []
                if getattr(h, "measured_on", None)), None)
     title = "Figure 1 (right): CNN vs overparameterized CNN"
-    if on:  # the dataset (a stand-in is named as such)
-        title += ": " + str(on).split(", ")[0]
+    if on:  # the dataset (a stand-in is named as such) and where the L2 term is taken
+        parts = str(on).split(", ")
+        title += ": " + parts[0] + "".join(f"; {p}" for p in parts if p.startswith("L2 "))
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save(fig, out_dir, "fig1_cnn")
