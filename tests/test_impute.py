@@ -115,10 +115,10 @@ def test_padded_and_dense_nuclear_norm_solves_equal_the_plain_one(dense_entries,
     import jax
     import jax.numpy as jnp
 
-    from deeplinear import baselines as bl
+    from deeplinear import observations
     from deeplinear.baselines import _Completion, _run_admm, min_nuclear_norm_completion
 
-    monkeypatch.setattr(bl, "_DENSE_ENTRIES", dense_entries)
+    monkeypatch.setattr(observations, "DENSE_ENTRIES", dense_entries)
 
     M, mask = _problem(7, shape=(14, 11), observed=0.45)
     r, c = np.nonzero(mask)

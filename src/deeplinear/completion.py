@@ -61,13 +61,12 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from deeplinear import _completion_fit as cf
-from deeplinear import network as nw
 from deeplinear._completion_fit import MaskedCompletion as _MaskedCompletion  # noqa: F401
 from deeplinear._completion_fit import init_factors as _init  # noqa: F401
 from deeplinear._completion_fit import step_size
 from deeplinear.biases import fit_biases
 from deeplinear.completion_io import MATRIX_FORMATS, read_matrix, write_matrix
-from deeplinear.observations import Observations
+from deeplinear.observations import DUPLICATES_POLICY, Observations
 from deeplinear.train.optimizers import OPTIMIZERS
 
 __all__ = [
@@ -258,14 +257,13 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
             raise ValueError("no ratings given: nothing to complete from")
         self.users_, rows = np.unique(users, return_inverse=True)
         self.items_, cols = np.unique(items, return_inverse=True)
-        try:
-            obs = Observations(rows, cols, ratings, (self.users_.size, self.items_.size))
-        except ValueError as err:
-            if "observed" in str(err) and "times" in str(err):
-                r, c = (int(v) for v in str(err).split("(", 1)[1].split(")", 1)[0].split(", "))
-                raise ValueError(f"user {self.users_[r]!r} rated item {self.items_[c]!r} more "
-                                 f"than once: {str(err).split(': ', 1)[1]}") from None
-            raise
+        key = rows.astype(np.int64) * self.items_.size + cols
+        uniq, counts = np.unique(key, return_counts=True)
+        if np.any(counts > 1):
+            r, c = divmod(int(uniq[np.argmax(counts > 1)]), self.items_.size)
+            raise ValueError(f"user {self.users_[r]!r} rated item {self.items_[c]!r} "
+                             f"{int(counts.max())} times: {DUPLICATES_POLICY}")
+        obs = Observations(rows, cols, ratings, (self.users_.size, self.items_.size))
         return self._fit_timed(obs, ratings=True, progress=progress)
 
     def _fit_timed(self, obs: Observations, ratings: bool, progress):
@@ -479,12 +477,8 @@ def _product(factors) -> np.ndarray:
 
 
 def _lookup(known: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of ``ids`` in the sorted ``known`` ids, and whether each is known."""
-    try:
-        ids = ids.astype(known.dtype) if known.dtype.kind in "iuf" and ids.dtype.kind in "iuf" \
-            else ids.astype(str) if known.dtype.kind in "US" else ids
-        pos = np.searchsorted(known, ids)
-    except (TypeError, ValueError):
-        return np.zeros(ids.shape, np.int64), np.zeros(ids.shape, bool)
-    pos = np.clip(pos, 0, known.size - 1)
-    return pos, known[pos] == ids
+    """Positions of ``ids`` among the ``known`` ids (compared as text, so ``7`` and ``"7"`` are
+    one id), and whether each is known."""
+    where = {str(k): n for n, k in enumerate(known.tolist())}
+    pos = np.asarray([where.get(str(v), -1) for v in ids.tolist()], dtype=np.int64)
+    return np.maximum(pos, 0), pos >= 0

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from deeplinear.observations import DUPLICATES_POLICY, Observations
+from deeplinear.observations import DUPLICATES_POLICY
 
-__all__ = ["MATRIX_FORMATS", "RATINGS_FORMATS", "Ratings", "looks_like_ratings", "ratings_csv",
-           "read_matrix", "read_pairs", "read_ratings", "write_matrix"]
+__all__ = ["MATRIX_FORMATS", "RATINGS_FORMATS", "Ratings", "looks_like_ratings", "parse_ids",
+           "ratings_csv", "read_matrix", "read_pairs", "read_ratings", "write_matrix"]
 
 MATRIX_FORMATS = (".csv", ".npy", ".npz", ".mtx")
 """File formats of :func:`read_matrix` and :func:`write_matrix`, by extension."""
@@ -270,15 +270,14 @@ def read_pairs(path) -> tuple[np.ndarray, np.ndarray]:
             np.asarray([c[1] for c in cells]).astype(str))
 
 
-def id_order(ids: np.ndarray) -> np.ndarray:
-    """The distinct ids, integers in numeric order when every id is an integer, else as
-    strings in lexicographic order."""
-    unique = np.unique(np.asarray(ids).astype(str))
+def parse_ids(ids: np.ndarray) -> np.ndarray:
+    """Ids as read (strings) turned into int64 when every one is an integer, so that they sort
+    numerically; else the strings."""
+    ids = np.asarray(ids).astype(str)
     try:
-        numbers = np.asarray([int(u) for u in unique])
-    except ValueError:
-        return unique
-    return unique[np.argsort(numbers, kind="stable")]
+        return np.asarray([int(v) for v in ids], dtype=np.int64)
+    except (ValueError, OverflowError):
+        return ids
 
 
 def ratings_csv(user, item, rating) -> bytes:
@@ -292,12 +291,3 @@ def ratings_csv(user, item, rating) -> bytes:
     for u, i, r in zip(user, item, rating, strict=True):
         writer.writerow([u, i, repr(float(r))])
     return buf.getvalue().encode()
-
-
-def ratings_observations(ratings: Ratings) -> tuple[Observations, np.ndarray, np.ndarray]:
-    """(observations, user ids by row, item ids by column) of a ratings file."""
-    users, items = id_order(ratings.user), id_order(ratings.item)
-    rows = np.searchsorted(users, ratings.user, sorter=np.argsort(users))
-    rows = np.argsort(users)[rows]
-    cols = np.argsort(items)[np.searchsorted(items, ratings.item, sorter=np.argsort(items))]
-    return Observations(rows, cols, ratings.rating, (users.size, items.size)), users, items
