@@ -423,7 +423,7 @@ def test_biases_fit_on_the_residual_and_clip_to_the_range():
 
 def test_fit_triplets_names_rows_and_columns_by_id():
     rng = np.random.default_rng(6)
-    users = np.array(["u%d" % k for k in rng.integers(0, 25, 400)])
+    users = np.array([f"u{k}" for k in rng.integers(0, 25, 400)])
     items = rng.integers(100, 130, 400)
     keep = np.unique(np.char.add(users, items.astype(str)), return_index=True)[1]
     users, items = users[keep], items[keep]
