@@ -26,6 +26,9 @@ __all__ = ["FitState", "Trajectory", "advance", "build_problem", "early_stopped"
 
 INTERPOLATED = 1e-8  # training loss relative to its start at which nothing is left to learn
 MAX_HALVINGS = 20
+DIVERGENCE = 1e3  # a loss this many times the fit's starting loss (or 1) is divergence: from a
+# small init gradient descent only lowers the loss, and a few short calls must not creep up to the
+# engine's own 1e8 per call unnoticed
 
 
 class MaskedCompletion(Problem):
@@ -114,12 +117,15 @@ def step_size(rows, cols, values, shape: tuple[int, int], depth: int) -> float:
 @dataclass(frozen=True)
 class FitState:
     """Where gradient descent is: the factors after ``step`` steps at rate ``lr`` (halved
-    ``halvings`` times so far, each after a divergence)."""
+    ``halvings`` times so far, each after a divergence), with the training loss there and at
+    the start (a run of short calls counts divergence from the start, :data:`DIVERGENCE`)."""
 
     factors: tuple
     lr: float
     step: int = 0
     halvings: int = 0
+    loss: float = float("nan")  # the training loss at ``factors`` (nan: not known yet)
+    start_loss: float = float("nan")  # and at the fit's start: divergence is measured from it
 
 
 @dataclass
@@ -151,15 +157,24 @@ def advance(state: FitState, problem: Problem, steps: int, *, optimizer: str,
     state, the absolute steps of the records and the losses there."""
     done, recs, losses = 0, [], []
     factors, lr, halvings = state.factors, state.lr, state.halvings
+    start, here = state.start_loss, state.loss
+    if not np.isfinite(start):
+        start = here = float(problem.loss(nw.end_to_end(factors)))
     while done < steps:
         left = steps - done
         schedule = Schedule.every(left) if records <= 1 else Schedule.log(records)
+        # the engine compares with the loss at the call's start; the fit's start is the reference
+        # (its ceiling is factor * max(|loss|, 1))
+        factor = DIVERGENCE * max(start, 1.0) / max(here, 1.0)
         res = train(factors, problem, lr=lr, steps=left, optimizer=optimizer, schedule=schedule,
+                    divergence_factor=max(factor, 1.0 + 1e-6),
                     progress=_offset(progress, state.step + done))
         factors = res.state
         finite = np.isfinite(np.asarray(res.loss, dtype=np.float64))
         recs += [state.step + done + int(s) for s in np.asarray(res.steps)[finite]]
         losses += [float(v) for v in np.asarray(res.loss)[finite]]
+        if losses:
+            here = losses[-1]
         if res.status != "diverged":
             done = steps
             break
@@ -169,7 +184,7 @@ def advance(state: FitState, problem: Problem, steps: int, *, optimizer: str,
                                f"{state.step + done + int(res.diverged_step)}")
         done += int(np.asarray(res.steps)[finite][-1]) if finite.any() else 0
         lr /= 2
-    return FitState(factors, lr, state.step + steps, halvings), recs, losses
+    return FitState(factors, lr, state.step + steps, halvings, here, start), recs, losses
 
 
 def early_stopped(state: FitState, problem: Problem, val_error: Callable[[tuple], float], *,
@@ -180,7 +195,9 @@ def early_stopped(state: FitState, problem: Problem, val_error: Callable[[tuple]
     its start (improved on it by 0.1%, or risen 1% above it: the flat first phase of small-init
     training is not a reason to stop) and then not improved by 0.1% for
     ``max(check_every * patience, s)`` steps after the last such improvement at step ``s``, or
-    when the training loss reaches :data:`INTERPOLATED` of its start, or at ``max_steps``.
+    once it is above its start again after having improved on it (worse than the offsets
+    alone: the directions learned since are noise), or when the training loss reaches
+    :data:`INTERPOLATED` of its start, or at ``max_steps``.
     Returns the last state and the trajectory (its ``best_step`` has the lowest error)."""
     traj = Trajectory()
     err = val_error(state.factors)
@@ -207,7 +224,9 @@ def early_stopped(state: FitState, problem: Problem, val_error: Callable[[tuple]
             significant = (err, state.step)
         moved = best < (1 - 1e-3) * traj.errors[0] or err > (1 + 1e-2) * traj.errors[0]
         wait = max(check_every * patience, significant[1])
-        if ((moved and state.step - significant[1] >= wait)
+        # worse than the offsets alone after having improved on them: what follows is noise
+        overfit = best < (1 - 1e-3) * traj.errors[0] and err > traj.errors[0]
+        if ((moved and state.step - significant[1] >= wait) or overfit
                 or traj.losses[-1] <= INTERPOLATED * start_loss):
             break
     return state, traj

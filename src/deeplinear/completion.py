@@ -36,8 +36,11 @@ The defaults need no tuning:
   ``s``, or when the training loss reaches ``1e-8`` of its start, or at ``max_steps``. With
   ``refit=True`` the model is then retrained on every observed entry for the chosen number of
   steps;
-* ``n_seeds > 1`` averages the residuals of that many fits from independent inits (each with its
-  own early stopping), which lowers the variance the random init adds;
+* ``n_seeds`` fits from independent inits (each with its own early stopping) have their
+  residuals averaged, which lowers the variance the random init adds. The default is 3 with
+  biases (ratings: noisy entries, where the early-stopped model's variance is a large part of
+  its error; one MovieLens-100K fold: RMSE 0.9253 with one seed, 0.9214 with three) and 1
+  without (the compiled program of a small table costs more than its fit);
 * ``clip=True`` (the default for ratings) clips predictions to the range of the observed values.
 
 Matrices of at most ``observations.DENSE_ENTRIES`` entries train on a dense 0/1 mask of the
@@ -130,7 +133,8 @@ def _check_params(est: DeepMatrixCompletion) -> None:
     integer("max_steps", est.max_steps, 1)
     integer("check_every", est.check_every, 1)
     integer("patience", est.patience, 1)
-    integer("n_seeds", est.n_seeds, 1)
+    if est.n_seeds is not None:
+        integer("n_seeds", est.n_seeds, 1)
     vf = est.validation_fraction
     if isinstance(vf, bool | np.bool_) or not isinstance(vf, numbers.Real) or not 0 < vf < 1:
         raise ValueError(f"validation_fraction must be in (0, 1), got {vf!r}")
@@ -170,7 +174,8 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
             (:mod:`deeplinear.biases`) instead of the column means; ``None``: on in
             :meth:`fit_triplets`, off in :meth:`fit`.
         clip: clip predictions to the observed values' range; ``None``: as ``biases``.
-        n_seeds: fits from independent inits whose residuals are averaged.
+        n_seeds: fits from independent inits whose residuals are averaged; ``None``: 3 with
+            biases, 1 without.
         random_state: ``None``, an int or a ``numpy.random.Generator`` (split and inits).
         dtype: ``"float32"`` (default) or ``"float64"`` (fitted inside ``jax.enable_x64``).
 
@@ -199,8 +204,9 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
     def __init__(self, depth: int = 3, width: int | None = None, init_scale: float = 1e-2,
                  optimizer: str = "gd", lr: float | str = "auto", max_steps: int = 20_000,
                  validation_fraction: float = 0.1, early_stopping: bool = True,
-                 check_every: int = 25, patience: int = 10, refit: bool = True,
-                 biases: bool | None = None, clip: bool | None = None, n_seeds: int = 1,
+                 check_every: int = 5, patience: int = 50, refit: bool = True,
+                 biases: bool | None = None, clip: bool | None = None,
+                 n_seeds: int | None = None,
                  random_state: int | np.random.Generator | None = None, dtype: str = "float32"):
         self.depth = depth
         self.width = width
@@ -302,7 +308,8 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
         m = obs.size
         val = (validation_split(m, self.validation_fraction, rng) if self.early_stopping
                else np.zeros(0, np.int64))
-        seeds = [int(rng.integers(2**31 - 1)) for _ in range(int(self.n_seeds))]
+        n_seeds = self.n_seeds if self.n_seeds is not None else 3 if self.biases_ else 1
+        seeds = [int(rng.integers(2**31 - 1)) for _ in range(int(n_seeds))]
         keep = np.ones(m, bool)
         keep[val] = False
         if not keep.any():  # a single observation: nothing to hold out
@@ -371,7 +378,7 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
         self.validation_steps_ = np.asarray(curve[0], dtype=np.int64)
         self.loss_curve_ = np.asarray(curve[1], dtype=np.float64)
         self.validation_curve_ = np.asarray(curve[2], dtype=np.float64)
-        s = np.linalg.svd(self.scale_ * self._residual(), compute_uv=False)
+        s = self.scale_ * _singular_values(self.ensemble_, self.cold_rows_, self.cold_cols_)
         self.singular_values_ = s
         keep_s = s > (s[0] * max(obs.shape) * np.finfo(np.float32).eps if s.size else 0)
         p = s[keep_s] / np.sum(s[keep_s]) if keep_s.any() else np.zeros(0)
@@ -474,6 +481,33 @@ def _product(factors) -> np.ndarray:
     for w in fs[1:]:
         W = w @ W
     return W
+
+
+def _singular_values(ensemble, cold_rows, cold_cols) -> np.ndarray:
+    """Singular values of the averaged ``W`` of :meth:`DeepMatrixCompletion._residual` from
+    its factors: ``W = A B`` with ``A = [W_{N:2}^(1), ..., W_{N:2}^(k)] / k`` and ``B`` the
+    first layers stacked, so ``σ(W) = σ(R_A R_B^T)`` for the QR factors ``A = Q_A R_A``,
+    ``B^T = Q_B R_B`` (``k`` widths wide instead of the whole matrix)."""
+    if len(ensemble[0]) == 1 or sum(f[0].shape[0] for f in ensemble) >= min(
+            ensemble[0][-1].shape[0], ensemble[0][0].shape[1]):
+        total = sum(_product(f) for f in ensemble) / len(ensemble)
+        total[cold_rows, :] = 0.0
+        total[:, cold_cols] = 0.0
+        return np.linalg.svd(total, compute_uv=False)
+    lefts, rights = [], []
+    for f in ensemble:
+        fs = tuple(np.asarray(w, dtype=np.float64) for w in f)
+        left = fs[-1]
+        for w in reversed(fs[1:-1]):
+            left = left @ w
+        lefts.append(left / len(ensemble))
+        rights.append(fs[0])
+    A, B = np.concatenate(lefts, axis=1), np.concatenate(rights, axis=0)
+    A[cold_rows, :] = 0.0
+    B[:, cold_cols] = 0.0
+    ra = np.linalg.qr(A, mode="r")
+    rb = np.linalg.qr(B.T, mode="r")
+    return np.linalg.svd(ra @ rb.T, compute_uv=False)
 
 
 def _lookup(known: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,8 @@
 * Ratings (:func:`read_ratings`, :func:`read_pairs`, :func:`ratings_csv`): text files of
   ``user, item, rating`` triplets, one per line, comma- or tab-separated (or ``::``, as
   MovieLens-1M's ``ratings.dat``); further columns (a timestamp) are ignored; a first line
-  whose rating cell is not a number is a header; ids are strings (integers sort numerically).
+  whose rating cell is not a number is a header (a ``.csv`` is a ratings file when that header
+  names a user or rating column, e.g. ``userId,movieId,rating,timestamp``); ids are strings.
   An ``(user, item)`` pair may appear once (:data:`observations.DUPLICATES_POLICY`).
 
 Every reader raises ``ValueError`` with one line naming the line and cell at fault.
@@ -132,7 +133,7 @@ def write_matrix(path, X: np.ndarray) -> bytes:
 
 RATINGS_FORMATS = (".csv", ".tsv", ".data", ".dat", ".txt")
 """Extensions of ratings files; ``.tsv``, ``.data``, ``.dat`` and ``.txt`` are always ratings, a
-``.csv`` is one when it has a header or ``--ratings`` says so (:func:`looks_like_ratings`)."""
+``.csv`` is one when its header names the columns or ``--ratings`` says so (:func:`looks_like_ratings`)."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,8 @@ def _lines(path):
 
 def looks_like_ratings(path) -> bool:
     """Whether ``path`` holds triplets rather than a matrix: a ratings extension other than
-    ``.csv``, or a first line that is a header (a matrix ``.csv`` has numbers only)."""
+    ``.csv``, or a ``.csv`` whose first line is a ratings header (:func:`_is_header`; a matrix
+    ``.csv`` has numbers only)."""
     from pathlib import Path
 
     suffix = Path(path).suffix.lower()
@@ -192,11 +194,17 @@ def looks_like_ratings(path) -> bool:
         return False
     try:
         for _, line in _lines(path):
-            cells = _split(line)
-            return any(c and c.lower() not in ("nan", "na") and _number(c) is None for c in cells)
+            return _is_header([c.lower() for c in _split(line)])
     except (OSError, UnicodeDecodeError):
         return False
     return False
+
+
+def _is_header(cells: list[str]) -> bool:
+    """A ratings header: three or more cells, the third naming a rating (``rating``, ``score``,
+    ``value``, ``stars``) or the first a user."""
+    return len(cells) >= 3 and (any(w in cells[2] for w in ("rating", "score", "value", "star"))
+                                or "user" in cells[0])
 
 
 def _read_columns(path, n: int, what: str):
