@@ -249,7 +249,8 @@ def read_ratings(path) -> Ratings:
             raise ValueError(f"line {lines[k]}: rating {c[2][:30]!r} is not a finite number "
                              "(columns: user, item, rating)")
         rating[k] = value
-    keys = np.char.add(np.char.add(user.astype(str), "\x00"), item.astype(str))
+    uniq_items, icode = np.unique(item.astype(str), return_inverse=True)
+    keys = np.unique(user.astype(str), return_inverse=True)[1] * uniq_items.size + icode
     _, first, counts = np.unique(keys, return_index=True, return_counts=True)
     if np.any(counts > 1):
         k = int(first[np.flatnonzero(counts > 1)[0]])

@@ -663,9 +663,37 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
     completion at the montage rate."""
     plt = pyplot()
     rows = list(results.tables.get("runs", []))
-    paths = save(_plot_errors(plt, rows), out_dir, f"{NAME}_errors")
-    paths += save(_plot_montage(plt, results.arrays), out_dir, f"{NAME}_montage")
+    paths = []
+    if rows:
+        paths += save(_plot_errors(plt, rows), out_dir, f"{NAME}_errors")
+        paths += save(_plot_montage(plt, results.arrays), out_dir, f"{NAME}_montage")
+    ratings = list(results.tables.get("movielens_summary", []))
+    if ratings:
+        paths += save(_plot_ratings(plt, ratings), out_dir, f"{NAME}_movielens")
     return paths
+
+
+def _plot_ratings(plt, table):
+    """Test RMSE per method on MovieLens-100K (mean over the folds run), Surprise's published
+    numbers as open markers."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
+    names = [r["method"] for r in table]
+    y = np.arange(len(names))
+    rmse = [float(r["rmse"]) for r in table]
+    ax.barh(y, rmse, color=["C0" if n.startswith("depth") else "C7" for n in names])
+    for k, r in enumerate(table):
+        ax.text(float(r["rmse"]) + 0.002, k, f"{float(r['rmse']):.4f}", va="center", fontsize=8)
+    pub = [(k, SURPRISE_PUBLISHED[n][0]) for k, n in enumerate(names) if n in SURPRISE_PUBLISHED]
+    if pub:
+        ax.plot([p[1] for p in pub], [p[0] for p in pub], "kx", ms=7,
+                label="Surprise's published RMSE")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlim(min(rmse + [p[1] for p in pub]) - 0.03, max(rmse) + 0.02)
+    folds = int(table[0]["folds"])
+    ax.set_xlabel(f"test RMSE (stars), MovieLens-100K, mean of {folds} fold{'s' * (folds > 1)}")
+    return fig
 
 
 EXPERIMENT = register(
