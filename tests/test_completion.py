@@ -17,8 +17,8 @@ from deeplinear.completion import (
     validation_split,
 )
 
-FAST = dict(max_steps=3000, random_state=0)
-SHORT = dict(max_steps=300, random_state=0)  # contract tests: any fit will do
+FAST = dict(max_steps=3000, random_state=0, n_seeds=1)
+SHORT = dict(max_steps=300, random_state=0, n_seeds=1)  # contract tests: any fit will do
 # (they share one matrix shape and observation count: the compiled training program is reused)
 
 

@@ -678,8 +678,8 @@ def complete_cmd(
     clip: Annotated[bool | None, typer.Option(
         "--clip/--no-clip", help="Clip predictions to the observed range (default: on for "
         "ratings).")] = None,
-    seeds: Annotated[int | None, typer.Option(min=1, max=100, help="Fits averaged (independent "
-                                              "inits; default: 3 with biases, else 1).")] = None,
+    seeds: Annotated[int, typer.Option(min=1, max=100, help="Fits averaged (independent "
+                                       "inits).")] = 3,
 ) -> None:
     """Complete a matrix or a ratings file with deep matrix factorization (deeplinear.completion;
     docs/completion.md)."""

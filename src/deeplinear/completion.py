@@ -36,11 +36,11 @@ The defaults need no tuning:
   ``s``, or when the training loss reaches ``1e-8`` of its start, or at ``max_steps``. With
   ``refit=True`` the model is then retrained on every observed entry for the chosen number of
   steps;
-* ``n_seeds`` fits from independent inits (each with its own early stopping) have their
-  residuals averaged, which lowers the variance the random init adds. The default is 3 with
-  biases (ratings: noisy entries, where the early-stopped model's variance is a large part of
-  its error; one MovieLens-100K fold: RMSE 0.9253 with one seed, 0.9214 with three) and 1
-  without (the compiled program of a small table costs more than its fit);
+* ``n_seeds=3`` fits from independent inits (each with its own early stopping) have their
+  residuals averaged, which lowers the variance the random init adds to an early-stopped model
+  (measured, depth 3, one seed -> three: one MovieLens-100K fold RMSE 0.9253 -> 0.9214;
+  standardized tables at 50% missing, held-out RMSE / std: breast cancer 0.628 -> 0.590, wine
+  0.945 -> 0.923, diabetes 0.909 -> 0.866). The seeds share one compiled program;
 * ``clip=True`` (the default for ratings) clips predictions to the range of the observed values.
 
 Matrices of at most ``observations.DENSE_ENTRIES`` entries train on a dense 0/1 mask of the
@@ -133,8 +133,7 @@ def _check_params(est: DeepMatrixCompletion) -> None:
     integer("max_steps", est.max_steps, 1)
     integer("check_every", est.check_every, 1)
     integer("patience", est.patience, 1)
-    if est.n_seeds is not None:
-        integer("n_seeds", est.n_seeds, 1)
+    integer("n_seeds", est.n_seeds, 1)
     vf = est.validation_fraction
     if isinstance(vf, bool | np.bool_) or not isinstance(vf, numbers.Real) or not 0 < vf < 1:
         raise ValueError(f"validation_fraction must be in (0, 1), got {vf!r}")
@@ -174,8 +173,7 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
             (:mod:`deeplinear.biases`) instead of the column means; ``None``: on in
             :meth:`fit_triplets`, off in :meth:`fit`.
         clip: clip predictions to the observed values' range; ``None``: as ``biases``.
-        n_seeds: fits from independent inits whose residuals are averaged; ``None``: 3 with
-            biases, 1 without.
+        n_seeds: fits from independent inits whose residuals are averaged.
         random_state: ``None``, an int or a ``numpy.random.Generator`` (split and inits).
         dtype: ``"float32"`` (default) or ``"float64"`` (fitted inside ``jax.enable_x64``).
 
@@ -206,7 +204,7 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
                  validation_fraction: float = 0.1, early_stopping: bool = True,
                  check_every: int = 5, patience: int = 50, refit: bool = True,
                  biases: bool | None = None, clip: bool | None = None,
-                 n_seeds: int | None = None,
+                 n_seeds: int = 3,
                  random_state: int | np.random.Generator | None = None, dtype: str = "float32"):
         self.depth = depth
         self.width = width
@@ -308,8 +306,7 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
         m = obs.size
         val = (validation_split(m, self.validation_fraction, rng) if self.early_stopping
                else np.zeros(0, np.int64))
-        n_seeds = self.n_seeds if self.n_seeds is not None else 3 if self.biases_ else 1
-        seeds = [int(rng.integers(2**31 - 1)) for _ in range(int(n_seeds))]
+        seeds = [int(rng.integers(2**31 - 1)) for _ in range(int(self.n_seeds))]
         keep = np.ones(m, bool)
         keep[val] = False
         if not keep.any():  # a single observation: nothing to hold out

@@ -49,7 +49,7 @@ CPU time of the fit and prediction. Methods (``rating_methods``):
 * ``baseline``: the global mean plus regularized user and item biases (:mod:`deeplinear.biases`,
   Surprise's ``BaselineOnly`` ALS with its defaults);
 * ``depth1``/``depth2``/``depth3``: :meth:`completion.DeepMatrixCompletion.fit` with biases and
-  clipping on (its defaults for ratings: 3 seeds averaged), on the users x items matrix of the
+  clipping on (its defaults for ratings; 3 seeds averaged), on the users x items matrix of the
   training fold (users or items seen only in the test fold are cold: predicted by the biases);
 * ``softimpute``: SoftImpute on the residual of the same biases (fitted on the training part
   of the estimator's split), ``λ`` chosen on that split, refitted on the fold, clipped;
