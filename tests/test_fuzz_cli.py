@@ -383,6 +383,9 @@ def _complete_cases() -> None:
         ("{tmp}/out.csv", ["--dtype", "float16"]),
         ("{tmp}/out.csv", ["--validation-fraction", "1.5"]),
         ("{tmp}/out.csv", ["--validation-fraction", "nan"]),
+        ("{tmp}/out.csv", ["--seeds", "0"]),
+        ("{tmp}/out.csv", ["--seeds", "x"]),
+        ("{tmp}/out.csv", ["--predict", "{tmp}/good.csv"]),  # a matrix file is no pairs file
     ]):
         add(f"complete-option-{i}", ["complete", "{tmp}/good.csv", "--out", out, *extra],
             files=good_csv)

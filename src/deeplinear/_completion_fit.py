@@ -21,8 +21,8 @@ from deeplinear.observations import Observations
 from deeplinear.problems import MatrixCompletion, Problem, SparseCompletion, sparse_is_cheaper
 from deeplinear.train import Schedule, train
 
-__all__ = ["FitState", "Trajectory", "advance", "build_problem", "early_stopped", "entries",
-           "init_factors", "step_size"]
+__all__ = ["Fit", "FitState", "Trajectory", "advance", "build_problem", "early_stopped",
+           "entries", "fit_one", "init_factors", "step_size"]
 
 INTERPOLATED = 1e-8  # training loss relative to its start at which nothing is left to learn
 MAX_HALVINGS = 20
@@ -230,3 +230,42 @@ def early_stopped(state: FitState, problem: Problem, val_error: Callable[[tuple]
                 or traj.losses[-1] <= INTERPOLATED * start_loss):
             break
     return state, traj
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One fit from one init: the factors returned, the rate used, the chosen step, and the
+    curve it was chosen on (steps, training losses, validation errors; no errors without a
+    split), with the validation error at the chosen step (``nan`` without a split)."""
+
+    factors: tuple
+    lr: float
+    best_step: int
+    steps: list[int]
+    losses: list[float]
+    errors: list[float]
+    validation_error: float
+
+
+def fit_one(start: FitState, train_problem: Problem | None, all_problem: Problem | None,
+            val_error: Callable[[tuple], float] | None, *, max_steps: int, check_every: int,
+            patience: int, refit: bool, optimizer: str,
+            progress: Callable[[int], None] | None = None) -> Fit:
+    """From ``start``: :func:`early_stopped` on ``train_problem`` checked by ``val_error``,
+    then (``refit``) the chosen number of steps again from ``start`` on ``all_problem`` (every
+    observed entry); without ``val_error``, ``max_steps`` steps on ``all_problem``."""
+    if val_error is None:
+        state, recs, losses = advance(start, all_problem, max_steps, optimizer=optimizer,
+                                      records=50, progress=progress)
+        return Fit(tuple(np.asarray(w) for w in state.factors), state.lr, max_steps, recs,
+                   losses, [], float("nan"))
+    state, traj = early_stopped(start, train_problem, val_error, max_steps=max_steps,
+                                check_every=check_every, patience=patience,
+                                optimizer=optimizer, progress=progress)
+    factors, lr = traj.best_factors, state.lr
+    if refit:
+        again, _, _ = advance(FitState(start.factors, lr), all_problem, traj.best_step,
+                              optimizer=optimizer)
+        factors, lr = again.factors, again.lr
+    return Fit(tuple(np.asarray(w) for w in factors), lr, traj.best_step, traj.steps,
+               traj.losses, traj.errors, float(min(traj.errors)))

@@ -328,7 +328,8 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
         lr = (step_size(z_train.rows, z_train.cols, z_train.values, obs.shape, self.depth)
               if self.lr == "auto" else float(self.lr))
         train_problem = cf.build_problem(z_train, dims, dtype) if val.size else None
-        all_problem = None
+        all_problem = (cf.build_problem(z_all, dims, dtype) if self.refit or not val.size
+                       else None)
         held_offset = self._offset(held.rows, held.cols)
         vr, vc = jnp.asarray(held.rows), jnp.asarray(held.cols)
 
@@ -337,44 +338,23 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
                 cf.entries(fs, vr, vc), dtype=np.float64))
             return float(np.sqrt(np.mean((pred - held.values) ** 2)))
 
-        ensemble, first = [], None
+        fits = []
         for k, seed in enumerate(seeds):
             start = cf.FitState(cf.init_factors(seed, dims, float(self.init_scale), dtype), lr)
-            report = progress if k == 0 else None
-            if val.size:
-                state, traj = cf.early_stopped(
-                    start, train_problem, val_rmse, max_steps=int(self.max_steps),
-                    check_every=int(self.check_every), patience=int(self.patience),
-                    optimizer=self.optimizer, progress=report)
-                best_step, factors, lr_k = traj.best_step, traj.best_factors, state.lr
-                if self.refit:
-                    all_problem = all_problem or cf.build_problem(z_all, dims, dtype)
-                    refit, _, _ = cf.advance(cf.FitState(start.factors, lr_k), all_problem,
-                                             best_step, optimizer=self.optimizer)
-                    factors, lr_k = refit.factors, refit.lr
-                curve = (traj.steps, traj.losses, traj.errors)
-                err = float(min(traj.errors))
-            else:
-                best_step = int(self.max_steps)
-                all_problem = all_problem or cf.build_problem(z_all, dims, dtype)
-                state, recs, losses = cf.advance(start, all_problem, best_step,
-                                                 optimizer=self.optimizer, records=50,
-                                                 progress=report)
-                factors, lr_k = state.factors, state.lr
-                curve = (recs, losses, [])
-                err = float("nan")
-            ensemble.append(tuple(np.asarray(w) for w in factors))
-            if first is None:
-                first = (best_step, lr_k, curve, err)
-        best_step, lr_k, curve, err = first
-        self.ensemble_ = ensemble
-        self.factors_ = ensemble[0]
-        self.lr_ = float(lr_k)
-        self.best_step_ = self.n_iter_ = int(best_step)
-        self.validation_error_ = err
-        self.validation_steps_ = np.asarray(curve[0], dtype=np.int64)
-        self.loss_curve_ = np.asarray(curve[1], dtype=np.float64)
-        self.validation_curve_ = np.asarray(curve[2], dtype=np.float64)
+            fits.append(cf.fit_one(
+                start, train_problem, all_problem, val_rmse if val.size else None,
+                max_steps=int(self.max_steps), check_every=int(self.check_every),
+                patience=int(self.patience), refit=bool(self.refit), optimizer=self.optimizer,
+                progress=progress if k == 0 else None))
+        first = fits[0]
+        self.ensemble_ = [f.factors for f in fits]
+        self.factors_ = first.factors
+        self.lr_ = float(first.lr)
+        self.best_step_ = self.n_iter_ = int(first.best_step)
+        self.validation_error_ = first.validation_error
+        self.validation_steps_ = np.asarray(first.steps, dtype=np.int64)
+        self.loss_curve_ = np.asarray(first.losses, dtype=np.float64)
+        self.validation_curve_ = np.asarray(first.errors, dtype=np.float64)
         s = self.scale_ * _singular_values(self.ensemble_, self.cold_rows_, self.cold_cols_)
         self.singular_values_ = s
         keep_s = s > (s[0] * max(obs.shape) * np.finfo(np.float32).eps if s.size else 0)
@@ -439,11 +419,9 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
         r, r_ok = _lookup(self.users_, users)
         c, c_ok = _lookup(self.items_, items)
         out = self.predict(np.where(r_ok, r, 0), np.where(c_ok, c, 0))
-        if not (r_ok.all() and c_ok.all()):
-            base = self.global_mean_ if self.biases_ else None
-            col = np.where(c_ok, self.mean_[np.where(c_ok, c, 0)],
-                           base if base is not None else self.global_mean_)
-            row = np.where(r_ok, self.row_bias_[np.where(r_ok, r, 0)], 0.0)
+        if not (r_ok.all() and c_ok.all()):  # an unknown side has offset 0 beyond the mean
+            col = np.where(c_ok, self.mean_[c], self.global_mean_)
+            row = np.where(r_ok, self.row_bias_[r], 0.0)
             out = np.where(r_ok & c_ok, out, self._clipped(row + col))
         return out
 
