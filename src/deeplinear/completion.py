@@ -259,15 +259,17 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
                              f"{users.shape}, {items.shape}, {ratings.shape}")
         if users.size == 0:
             raise ValueError("no ratings given: nothing to complete from")
-        self.users_, rows = np.unique(users, return_inverse=True)
-        self.items_, cols = np.unique(items, return_inverse=True)
-        key = rows.astype(np.int64) * self.items_.size + cols
-        uniq, counts = np.unique(key, return_counts=True)
+        user_ids, rows = np.unique(users, return_inverse=True)
+        item_ids, cols = np.unique(items, return_inverse=True)
+        uniq, counts = np.unique(rows.astype(np.int64) * item_ids.size + cols,
+                                 return_counts=True)
         if np.any(counts > 1):
-            r, c = divmod(int(uniq[np.argmax(counts > 1)]), self.items_.size)
-            raise ValueError(f"user {self.users_[r]!r} rated item {self.items_[c]!r} "
-                             f"{int(counts.max())} times: {DUPLICATES_POLICY}")
-        obs = Observations(rows, cols, ratings, (self.users_.size, self.items_.size))
+            k = int(np.argmax(counts > 1))
+            r, c = divmod(int(uniq[k]), item_ids.size)
+            raise ValueError(f"user {user_ids[r]!r} rated item {item_ids[c]!r} "
+                             f"{int(counts[k])} times: {DUPLICATES_POLICY}")
+        obs = Observations(rows, cols, ratings, (user_ids.size, item_ids.size))
+        self.users_, self.items_ = user_ids, item_ids
         return self._fit_timed(obs, ratings=True, progress=progress)
 
     def _fit_timed(self, obs: Observations, ratings: bool, progress):
