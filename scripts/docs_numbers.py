@@ -589,7 +589,7 @@ def block_completion_benchmark(saved: Saved) -> str:
         ([r["dataset"], f"{r['missing_rate']:.0%}",
           *[(f"**{r[m]:.3f}**" if m == r["best"] else f"{r[m]:.3f}") for m in methods],
           r["best"], f"{r['depth3_time_over_softimpute']:.2f}"] for r in rows))
-    losses = "; ".join(summ.get("notes", [])) or "none"
+    losses = "; ".join(n for n in summ.get("notes", []) if not n.startswith("movielens")) or "none"
     sizes = _measured_on(saved, exp).split("sizes: ")[-1]
     return (f"Default size ({sizes}; {seconds(st['seconds'])} on a "
             f"{machine_line(saved)}); held-out RMSE / held-out std, the lowest in bold:\n\n"
