@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deeplinear._optional import needs_extra
 from deeplinear.config import (
     MAX_SEED,
     ConfigError,
@@ -410,7 +411,8 @@ def _run_pool(todo, runs_root, workers, submitted, record, crashed) -> None:  # 
 def _run_dask(todo, runs_root, scheduler, submitted, record, crashed) -> None:  # noqa: ANN001
     if not todo:
         return
-    from distributed import Client, as_completed
+    with needs_extra("--scheduler (a Dask cluster)"):
+        from distributed import Client, as_completed
 
     try:
         client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
