@@ -450,7 +450,7 @@ def execute_run(
         "started": time.time(),
         "pid": os.getpid(),
     }
-    write_json(tmp / "status.json", {**meta, "status": "running"})
+    write_json(tmp / "status.json", {**meta, "status": Status.RUNNING})
     t0 = time.perf_counter()
     error = None
     divergences: list[dict[str, Any]] = []
@@ -590,7 +590,7 @@ class SweepIndex:
             raise ValueError(f"unknown index fields {sorted(bad)}; allowed: {sorted(allowed)}")
         cols = ", ".join(f"{k} = ?" for k in fields)
         sql = "UPDATE runs SET status = ?" + (f", {cols}" if cols else "")
-        if status == "running":
+        if status == Status.RUNNING:
             sql += ", attempts = attempts + 1"
         with self._tx() as db:
             db.execute(sql + " WHERE run_id = ?", (status, *fields.values(), rid))

@@ -51,7 +51,7 @@ from deeplinear.experiments.base import (
 from deeplinear.network import balanced_init, end_to_end
 from deeplinear.problems import LpRegression
 from deeplinear.simulate import end_to_end_descent
-from deeplinear.train import Schedule, train_replicas
+from deeplinear.train import Schedule, Status, train_replicas
 
 __all__ = ["Fig1RegressionConfig", "lp_optimum", "plot", "run"]
 
@@ -146,7 +146,7 @@ def lp_optimum(X: np.ndarray, y: np.ndarray, p: int, *, iters: int = 200) -> tup
 def _select(steps: np.ndarray, excess: np.ndarray, status: np.ndarray, floor: float) -> int | None:
     """Grid search rule "fastest convergence": among non-diverged runs, the one reaching
     ``max(2 × best final excess, floor)`` first (ties: lower final excess)."""
-    ok = (status != "diverged") & np.isfinite(excess[:, -1])
+    ok = (status != Status.DIVERGED) & np.isfinite(excess[:, -1])
     if not ok.any():
         return None
     target = max(2.0 * float(np.min(excess[ok, -1])), floor)
@@ -250,7 +250,7 @@ def run(config: Fig1RegressionConfig, progress: Progress | None = None) -> Resul
                 if lr is not None:
                     out = end_to_end_descent(end_to_end(factors), problem, lr=lr, depth=depth,
                                              steps=config.steps, schedule=schedule)
-                    if out.status == "diverged":
+                    if out.status == Status.DIVERGED:
                         res.diverged(f"p={p} e2e_depth{depth} (lr {lr:.3g})", out.diverged_step)
                     else:
                         _compare_e2e(res, p, depth, lr, out, curves, lstar, record)

@@ -57,7 +57,7 @@ from deeplinear.experiments.base import (
 from deeplinear.metrics import effective_rank, nuclear_norm, reconstruction_error
 from deeplinear.network import gaussian_init
 from deeplinear.problems import low_rank_ground_truth, sample_completion
-from deeplinear.train import Schedule, train
+from deeplinear.train import Schedule, Status, train
 
 __all__ = ["Fig2Config", "plot", "run"]
 
@@ -161,7 +161,7 @@ def run(config: Fig2Config, progress: Progress | None = None) -> Results:
                            effective_rank=float(res.metrics["effective_rank"][-1]),
                            train_loss=float(res.loss[-1]), steps=int(res.stop_step),
                            status=str(res.status))
-                if res.status == "diverged":  # no value of a diverged run is a result
+                if res.status == Status.DIVERGED:  # no value of a diverged run is a result
                     res_all.diverged(f"depth {depth}, m={m}, seed {s}", res.diverged_step)
                     row.update(recon_error=None, nuclear_norm=None, effective_rank=None,
                                train_loss=None)
@@ -169,7 +169,7 @@ def run(config: Fig2Config, progress: Progress | None = None) -> Results:
                     err[j, i, s] = row["recon_error"]
                     nuc[j, i, s] = row["nuclear_norm"]
                     erank[j, i, s] = row["effective_rank"]
-                    if res.status == "max_steps":
+                    if res.status == Status.MAX_STEPS:
                         notes.append(f"depth {depth}, m={m}, seed {s}: stopped at max_steps="
                                      f"{config.max_steps} with train loss {row['train_loss']:.2e}")
                 rows.append(row)

@@ -48,7 +48,7 @@ from deeplinear.experiments.base import (
 from deeplinear.metrics import reconstruction_error, singular_values
 from deeplinear.network import gaussian_init, identity_init
 from deeplinear.problems import low_rank_ground_truth, sample_completion, sample_sensing
-from deeplinear.train import Schedule, train
+from deeplinear.train import Schedule, Status, train
 
 __all__ = ["Fig3Config", "plot", "rise_steps", "run", "sensing_lr_factor"]
 
@@ -174,7 +174,7 @@ def run(config: Fig3Config, progress: Progress | None = None) -> Results:
             arrays[f"loss_{tag}"] = np.asarray(res.loss)
             row = dict(problem=kind, depth=depth, lr=lr_eff, steps=int(res.stop_step),
                        status=str(res.status))
-            if res.status == "diverged":
+            if res.status == Status.DIVERGED:
                 # the recorded trajectory (up to the last finite iterate) is kept for the plot;
                 # nothing is derived from it: no final values, no rise steps
                 out.diverged(f"{kind}, depth {depth} (lr {lr_eff:.3g})", res.diverged_step)

@@ -61,7 +61,7 @@ from deeplinear.metrics import (
 )
 from deeplinear.network import balanced_init, gaussian_init, with_det_sign
 from deeplinear.problems import completion_2x2, completion_dxd
-from deeplinear.train import Schedule, gradient_flow, train_replicas
+from deeplinear.train import Schedule, Status, gradient_flow, train_replicas
 
 __all__ = ["NormsConfig", "count_sign_flips", "plot", "run"]
 
@@ -182,7 +182,7 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
         arrays[f"loss_{tag}"] = res.loss
         for name, vals in res.metrics.items():
             arrays[f"{name}_{tag}"] = vals
-        if res.status == "diverged":  # nothing is derived from a diverged solve
+        if res.status == Status.DIVERGED:  # nothing is derived from a diverged solve
             out.diverged(f"{tag} (gradient flow)", None)
             rows.append(dict(run=tag, **extra, status=res.status))
             task.advance()
@@ -191,7 +191,7 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
         if tag == f"gf_balanced_depth{max(config.depths)}":  # the notes' figure: GF, balanced
             for level, name in ((1e-2, "1e-2"), (1e-3, "1e-3"), (1e-4, "1e-4")):
                 summary[f"abs_w11_at_loss_{name}"] = rows[-1][f"abs_w11_at_loss_{level:.0e}"]
-        if res.status != "converged":
+        if res.status != Status.CONVERGED:
             notes.append(f"{tag}: gradient flow ended with status {res.status!r}")
         task.advance()
 
@@ -223,7 +223,7 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
                 status = str(res.status[s])
                 extra = dict(method="GD", init=init, depth=depth, seed=s, status=status,
                              steps=int(res.stop_step[s]))
-                if status == "diverged":  # its records up to the blow-up are kept, not summarized
+                if status == Status.DIVERGED:  # its records up to the blow-up are kept, not summarized
                     out.diverged(f"{tag} (GD, lr {config.lr})", int(res.diverged_step[s]))
                     rows.append(dict(run=tag, **extra))
                     continue
@@ -357,7 +357,7 @@ def _plot_w11(plt, results: Results, rows: list[dict], depths: list[int]):
     fig, axes = plt.subplots(1, len(depths), figsize=(3.2 * len(depths) + 1.4, 3.9), sharey=True,
                              squeeze=False, layout="constrained")
     pair = [r for r in rows if _missing(r.get("d")) and f"loss_{r.get('run')}" in results.arrays]
-    gd = [r for r in pair if r.get("method") == "GD" and r.get("status") != "diverged"]
+    gd = [r for r in pair if r.get("method") == "GD" and r.get("status") != Status.DIVERGED]
     max_step = max([float(np.nanmax(results.arrays[f"steps_{r['run']}"], initial=1.0))
                     for r in gd if f"steps_{r['run']}" in results.arrays] or [2.0])
     cnorm = LogNorm(vmin=1, vmax=max(2.0, max_step))
@@ -367,7 +367,7 @@ def _plot_w11(plt, results: Results, rows: list[dict], depths: list[int]):
         here = [r for r in pair if r.get("depth") == depth]
         losses = []
         for r in here:
-            if r.get("status") == "diverged":  # counted in the title, not drawn
+            if r.get("status") == Status.DIVERGED:  # counted in the title, not drawn
                 continue
             if r.get("method") == "gradient flow":
                 loss, w11 = _curve(results, r["run"], "abs_w11")
@@ -382,7 +382,7 @@ def _plot_w11(plt, results: Results, rows: list[dict], depths: list[int]):
             losses.append(loss)
             values.append(w11)
         flips = results.summary.get(f"sign_flips_gd_depth{depth}")
-        lost = sum(1 for r in here if r.get("status") == "diverged")
+        lost = sum(1 for r in here if r.get("status") == Status.DIVERGED)
         ax.set_title(f"depth {depth}: GD det sign flips: {'n/a' if flips is None else flips}"
                      + "".join(_flip_note(r) for r in here if r.get("method") == "gradient flow")
                      + (f"\n({lost} diverged run(s) not shown)" if lost else ""))
@@ -412,7 +412,7 @@ def _plot_w11(plt, results: Results, rows: list[dict], depths: list[int]):
 def _plot_all(plt, results: Results, rows: list[dict]):
     """Gradient-flow runs, one column each: every norm, the effective rank (linear) and the
     distance to rank 1 (log) vs loss; each column's loss axis spans that run's losses."""
-    gf = [r for r in rows if r.get("method") == "gradient flow" and r.get("status") != "diverged"
+    gf = [r for r in rows if r.get("method") == "gradient flow" and r.get("status") != Status.DIVERGED
           and f"loss_{r.get('run')}" in results.arrays]
     n = max(len(gf), 1)
     fig, axes = plt.subplots(3, n, figsize=(max(3.4 * n, 7.0), 7.6), squeeze=False,

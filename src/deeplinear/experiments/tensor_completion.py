@@ -51,7 +51,7 @@ from deeplinear.experiments.base import (
     step_bar,
 )
 from deeplinear.tensor import CPFactorization, cp, cp_ground_truth, cp_rank, sample_tensor_completion
-from deeplinear.train import Schedule, train
+from deeplinear.train import Schedule, Status, train
 
 __all__ = ["TensorCompletionConfig", "plot", "run"]
 
@@ -132,14 +132,14 @@ def run(config: TensorCompletionConfig, progress: Progress | None = None) -> Res
                         progress=step_bar(progress, f"CP m={m} seed {s}", config.max_steps))
             row = dict(method="tf", m=m, seed=s, recon_error=None, tensor_rank=None,
                        train_loss=None, steps=int(out.stop_step), status=str(out.status))
-            if out.status == "diverged":
+            if out.status == Status.DIVERGED:
                 res.diverged(f"tensor factorization m={m} seed {s}", out.diverged_step)
             else:
                 err[0, i, s] = float(out.metrics["recon_error"][-1])
                 rank[0, i, s] = _num(estimate(np.asarray(out.W)))
                 row.update(recon_error=err[0, i, s], tensor_rank=_num(rank[0, i, s]),
                            train_loss=float(out.loss[-1]))
-                if out.status == "max_steps":
+                if out.status == Status.MAX_STEPS:
                     notes.append(f"tensor factorization m={m} seed {s}: stopped at max_steps="
                                  f"{config.max_steps} with loss {out.loss[-1]:.2e}")
             rows.append(row)

@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from deeplinear.experiments.base import Headline, Reported, agreement
+from deeplinear.experiments.base import Headline, Reported, Status, agreement
 from deeplinear.report._read import (
     _NONFINITE_TEXT,
     DIVERGED,
@@ -150,9 +150,9 @@ def _table_rows(r: RunRecord, rows: list[dict[str, Any]], header: list[str]) -> 
 def _status_note(r: RunRecord) -> str | None:
     """The warning for a run whose numbers are not (all) results."""
     state = r.state
-    if state == "done":
+    if state == Status.DONE:
         return None
-    if state == "partial":
+    if state == Status.PARTIAL:
         return ("some training sub-runs diverged; the values below come from the others, and "
                 "values that depend on a diverged sub-run are not shown.")
     why = r.status.get("error") or ""

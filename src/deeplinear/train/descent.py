@@ -248,7 +248,7 @@ def train_replicas(
 
     ``factors`` carry a leading replica axis of size R (e.g. ``jax.vmap(init)(keys)``); ``lr``
     is a scalar or an array of R learning rates (a grid search in one program). Each replica
-    stops on its own; results carry the replica axis first (``status`` is an array of strings,
+    stops on its own; results carry the replica axis first (``status`` an array of :class:`Status` values,
     ``diverged_step`` is -1 where a replica did not diverge). ``sparse`` as in :func:`train`
     (the rule looks at one replica's widths).
     """

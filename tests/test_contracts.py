@@ -1,0 +1,30 @@
+"""Contracts carried by types, not strings: a run's outcome is an enum, a theory check's
+comparison evaluates itself, one JSON converter and one number formatter serve every writer, and
+``train_replicas`` takes exactly ``train``'s options."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+
+from deeplinear import network, problems, train
+
+
+def _problem():
+    W_star = problems.low_rank_ground_truth(jax.random.PRNGKey(0), (6, 6), rank=2)
+    return problems.sample_completion(jax.random.PRNGKey(1), W_star, m=30)
+
+
+def test_status_is_the_enum_and_compares_as_its_value():
+    factors = network.gaussian_init(jax.random.PRNGKey(2), (6, 6, 6), 0.3)
+    problem = _problem()
+    ok = train.train(factors, problem, lr=0.05, steps=50)
+    bad = train.train(factors, problem, lr=1e4, steps=50)
+    assert isinstance(ok.status, train.Status) and ok.status is train.Status.MAX_STEPS
+    assert bad.status is train.Status.DIVERGED and bad.status == "diverged"
+    assert json.dumps({"status": bad.status}) == '{"status": "diverged"}'
+    stacked = tuple(np.stack([f, f]) for f in factors)
+    reps = train.train_replicas(stacked, problem, lr=np.array([0.05, 1e4]), steps=50)
+    assert list(reps.status) == [train.Status.MAX_STEPS, train.Status.DIVERGED]
