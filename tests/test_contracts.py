@@ -28,3 +28,32 @@ def test_status_is_the_enum_and_compares_as_its_value():
     stacked = tuple(np.stack([f, f]) for f in factors)
     reps = train.train_replicas(stacked, problem, lr=np.array([0.05, 1e4]), steps=50)
     assert list(reps.status) == [train.Status.MAX_STEPS, train.Status.DIVERGED]
+
+
+def test_a_comparison_evaluates_itself():
+    """``Comparison.holds`` is the relation its value writes, NaN never passes, and an Outcome's
+    ``passed`` is that relation and the ``also`` condition (never given by hand)."""
+    import itertools
+    import math
+
+    import pytest
+
+    from deeplinear.theory import Comparison, Outcome
+
+    numbers = (-2.0, -0.5, 0.0, 0.5, 1.0, 3.0, math.nan)
+    for c in Comparison:
+        relation = str(c).replace("|measured - predicted|", "abs(measured - predicted)")
+        for m, p, t in itertools.product(numbers, repeat=3):
+            expected = eval(relation, {"abs": abs}, {"measured": m, "predicted": p,  # noqa: S307
+                                                     "tolerance": t})
+            assert c.holds(m, p, t) == bool(expected), (c, m, p, t)
+    assert not Comparison.AT_MOST_TOLERANCE.holds(math.nan, 0.0, 1.0)
+    assert Outcome(0.1, 0.0, 1.0).passed and not Outcome(2.0, 0.0, 1.0).passed
+    held = Outcome(0.1, 0.0, 1.0, {}, also="a condition", also_holds=False)
+    assert not held.passed and held.stated == "measured <= tolerance; also a condition"
+    assert Outcome(0.1, 0.0, 1.0, comparison="measured > tolerance").comparison \
+        is Comparison.ABOVE_TOLERANCE
+    with pytest.raises(TypeError, match="passed is computed"):
+        Outcome(0.1, 0.0, 1.0, True)  # the old signature, with passed by hand
+    with pytest.raises(ValueError):
+        Outcome(0.1, 0.0, 1.0, comparison="measured < tolerance")
