@@ -30,7 +30,6 @@ experiment's own record of them), never from this script. ``tests/test_docs.py``
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import difflib
 import json
@@ -43,6 +42,10 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from deeplinear._format import plain as num
+from deeplinear._format import sci
+from deeplinear.store import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -103,44 +106,11 @@ class Saved:
 
 
 def read_csv(path: Path) -> list[dict[str, Any]]:
-    def cell(text: str) -> Any:
-        if text == "":
-            return None
-        try:
-            return int(text)
-        except ValueError:
-            pass
-        try:
-            return float(text)
-        except ValueError:
-            return text
-
-    with path.open(newline="", encoding="utf-8") as f:
-        return [{k: cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    """A metric table as the store writes it (cells back as int, float, None or text)."""
+    return read_table(path)
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def sci(x: float | None, sig: int = 3) -> str:
-    """``4.27e-2`` style (no zero-padded exponent); "-" for a missing value."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    mant, exp = f"{x:.{sig - 1}e}".split("e")
-    return f"{mant}e{int(exp)}"
-
-
-def num(x: float | None, sig: int = 3) -> str:
-    """A plain number with ``sig`` significant digits for values in [0.01, 1e5), else ``sci``."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    if x == 0:
-        return "0"
-    if 1e-2 <= abs(x) < 1e5:
-        digits = max(sig - 1 - math.floor(math.log10(abs(x))), 0)
-        text = f"{x:,.{digits}f}" if abs(x) >= 1e4 else f"{x:.{digits}f}"
-        return text
-    return sci(x, sig)
 
 
 def err(x: float | None) -> str:

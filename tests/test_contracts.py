@@ -57,3 +57,45 @@ def test_a_comparison_evaluates_itself():
         Outcome(0.1, 0.0, 1.0, True)  # the old signature, with passed by hand
     with pytest.raises(ValueError):
         Outcome(0.1, 0.0, 1.0, comparison="measured < tolerance")
+
+
+def test_one_json_converter_with_nan_as_null():
+    """Store, config and theory write through one converter: NaN and inf become null (a TOML
+    config drops the key), arrays and numpy scalars become plain JSON, enums their values."""
+    import math
+
+    import jax.numpy as jnp
+
+    from deeplinear import config, store
+    from deeplinear._format import jsonable
+    from deeplinear.experiments.base import Status
+    from deeplinear.theory import CheckResult
+
+    value = {"a": math.nan, "b": [np.float32(1.5), np.inf], "c": np.arange(2), "d": Status.DONE,
+             "e": jnp.asarray(2.0), 3: (np.bool_(True), None)}
+    expected = {"a": None, "b": [1.5, None], "c": [0, 1], "d": "done", "e": 2.0,
+                "3": [True, None]}
+    assert jsonable(value) == expected
+    assert json.loads(json.dumps(jsonable(value), allow_nan=False)) == expected
+    assert store.jsonable is jsonable
+    assert config.dump_toml({"x": math.nan, "y": 1.0}).strip() == "y = 1.0"
+    result = CheckResult("c", "s", math.inf, 0.0, 1.0, False, {"gap": math.nan})
+    assert result.as_dict()["measured"] is None
+    assert result.as_dict()["params"] == {"gap": None}
+
+
+def test_one_number_formatter():
+    from deeplinear import report
+    from deeplinear._format import fmt, number, plain, sci
+
+    assert report.fmt is fmt
+    assert [fmt(v) for v in (2.58e-5, 1e-4, 3, None, True, [1.0, math_nan()])] == \
+        ["2.58e-05", "0.0001", "3", "", "True", "[1, nan]"]
+    assert number(float("nan"), 3, missing="n/a") == "n/a" and number(0.12345, 3) == "0.123"
+    assert [sci(0.0427), sci(12345.0, 2), sci(None)] == ["4.27e-2", "1.2e4", "-"]
+    assert [plain(0.5), plain(12345.6), plain(0.001), plain(0)] == ["0.500", "12,346", "1.00e-3",
+                                                                      "0"]
+
+
+def math_nan() -> float:
+    return float("nan")

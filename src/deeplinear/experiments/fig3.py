@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from deeplinear._format import number
 from deeplinear.config import (
     ConfigModel,
     Depth,
@@ -34,7 +35,7 @@ from deeplinear.config import (
     short,
 )
 from deeplinear.experiments._plotting import pyplot, save
-from deeplinear.experiments._regularization import check_depths, fmt
+from deeplinear.experiments._regularization import check_depths
 from deeplinear.experiments.base import (
     Experiment,
     Headline,
@@ -248,7 +249,7 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
             sig = np.asarray(results.arrays.get(f"sigma_{tag}", np.zeros((0, 0))), dtype=float)
             err = results.summary.get(f"recon_error_{tag}")
             ax.set_title(f"{kind}, depth {depth}: " + ("diverged" if err is None
-                                                       else f"error {fmt(float(err))}"))
+                                                       else f"error {number(float(err), 3, missing='n/a')}"))
             ax.set_xscale("log")
             ax.set_xlabel("iteration")
             if sig.ndim != 2 or not sig.size or not steps.size:

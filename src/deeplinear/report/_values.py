@@ -8,6 +8,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from deeplinear._format import fmt, jsonable
 from deeplinear.experiments.base import Headline, Reported, Status, agreement
 from deeplinear.report._read import (
     _NONFINITE_TEXT,
@@ -18,7 +19,6 @@ from deeplinear.report._read import (
     RunRecord,
     short,
 )
-from deeplinear.store import jsonable
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -31,19 +31,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
-
-
-def fmt(value: Any) -> str:
-    """Numbers to 4 significant digits; everything else as text."""
-    if isinstance(value, bool) or value is None:
-        return "" if value is None else str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(fmt(v) for v in value) + "]"
-    return str(value)
 
 
 class NoValue(str):

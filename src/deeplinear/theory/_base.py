@@ -8,7 +8,6 @@ or called directly.
 from __future__ import annotations
 
 import inspect
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,29 +15,9 @@ from enum import StrEnum
 from typing import Any
 
 import jax
-import numpy as np
 
 from deeplinear._dtype import in_float64
-
-
-def _plain(x: Any) -> Any:
-    """Convert numpy/jax scalars and arrays (and containers of them) to JSON-serializable values."""
-    if isinstance(x, Mapping):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_plain(v) for v in x]
-    if isinstance(x, bool | np.bool_):
-        return bool(x)
-    if isinstance(x, int | np.integer):
-        return int(x)
-    if isinstance(x, float | np.floating):
-        return float(x)
-    if isinstance(x, str) or x is None:
-        return x
-    arr = np.asarray(x)
-    if arr.ndim == 0:
-        return _plain(arr.item())
-    return _plain(arr.tolist())
+from deeplinear._format import jsonable
 
 
 class Comparison(StrEnum):
@@ -104,20 +83,14 @@ class CheckResult:
         out = {
             "name": self.name,
             "statement": self.statement,
-            "measured": _finite_or_none(self.measured),
-            "predicted": _finite_or_none(self.predicted),
-            "tolerance": _finite_or_none(self.tolerance),
+            "measured": jsonable(float(self.measured)),
+            "predicted": jsonable(float(self.predicted)),
+            "tolerance": jsonable(float(self.tolerance)),
             "comparison": self.comparison,
             "passed": bool(self.passed),
-            "params": _plain(self.params),
+            "params": jsonable(self.params),
         }
         return out
-
-
-def _finite_or_none(x: Any) -> float | None:
-    """JSON has no nan/inf: a value that does not exist is ``None`` (written as null)."""
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 @dataclass(frozen=True)
