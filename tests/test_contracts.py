@@ -99,3 +99,20 @@ def test_one_number_formatter():
 
 def math_nan() -> float:
     return float("nan")
+
+
+def test_train_replicas_takes_exactly_trains_arguments():
+    import inspect
+
+    import pytest
+
+    one, many = inspect.signature(train.train), inspect.signature(train.train_replicas)
+    assert list(one.parameters) == list(many.parameters)
+    assert all(one.parameters[k].default == many.parameters[k].default
+               and one.parameters[k].kind == many.parameters[k].kind for k in one.parameters)
+    factors = tuple(np.stack([w, w]) for w in network.gaussian_init(jax.random.PRNGKey(2),
+                                                                    (6, 6, 6), 0.3))
+    with pytest.raises(TypeError, match="no_such_option"):
+        train.train_replicas(factors, _problem(), lr=0.1, steps=5, no_such_option=1)
+    with pytest.raises(TypeError, match="steps"):
+        train.train_replicas(factors, _problem(), lr=0.1)
