@@ -31,3 +31,47 @@ def test_submodules_are_not_shadowed_by_functions():
     from deeplinear import train
 
     assert isinstance(train, types.ModuleType) and callable(train.train)
+
+
+def _documented_names() -> set[str]:
+    """Every dotted ``deeplinear.x.y`` name that README.md and the docs (docs/**/*.md) mention."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    found = set()
+    for page in pages:
+        found |= set(re.findall(r"\bdeeplinear(?:\.[A-Za-z_][A-Za-z0-9_]*)+",
+                                page.read_text(encoding="utf-8")))
+    return found
+
+
+def test_every_name_the_docs_mention_resolves_after_import_deeplinear():
+    """``import deeplinear`` and attribute access alone reach each documented name (modules
+    load lazily, PEP 562): what a reader types after reading README or the docs works."""
+    import subprocess
+    import sys
+
+    names = sorted(_documented_names())
+    assert len(names) > 30 and "deeplinear.completion.DeepMatrixCompletion" in names
+    code = ("import functools, deeplinear\n"
+            f"for name in {names!r}:\n"
+            "    functools.reduce(getattr, name.split('.')[1:], deeplinear)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_modules_load_lazily_and_torch_only_when_used():
+    import subprocess
+    import sys
+
+    code = ("import sys, deeplinear\n"
+            "assert 'deeplinear.completion' not in sys.modules and 'torch' not in sys.modules\n"
+            "assert 'completion' in dir(deeplinear) and 'torch' in dir(deeplinear)\n"
+            "deeplinear.tensor.cp, deeplinear.completion.DeepMatrixCompletion\n"
+            "assert 'torch' not in sys.modules\n"
+            "deeplinear.torch.overparameterize\n"
+            "assert 'torch' in sys.modules\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]

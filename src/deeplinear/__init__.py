@@ -116,3 +116,7 @@ def __getattr__(name: str) -> Any:
         with needs_extra(f"deeplinear.{name}"):
             return importlib.import_module(f"deeplinear.{name}")
     raise AttributeError(f"module 'deeplinear' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SUBMODULES})
