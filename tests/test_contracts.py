@@ -116,3 +116,17 @@ def test_train_replicas_takes_exactly_trains_arguments():
         train.train_replicas(factors, _problem(), lr=0.1, steps=5, no_such_option=1)
     with pytest.raises(TypeError, match="steps"):
         train.train_replicas(factors, _problem(), lr=0.1)
+
+
+def test_the_sparse_cost_models_docstring_states_the_constants_the_code_uses():
+    """The formula is written once (problems.sparse_is_cheaper) with the fitted constants; the
+    numbers it states are the ones the rule computes with."""
+    from deeplinear import problems
+
+    doc = problems.sparse_is_cheaper.__doc__
+    formula = doc[doc.index("sparse  iff"):doc.index("(nanoseconds)")]
+    c = problems
+    for value in (c._NS_GEMM, c._NS_SPMM, c._NS_ENTRY, 2 * c._NS_CALL):
+        assert f"{value:g}" in formula, (value, formula)
+    assert f"s = {c._NS_NATIVE:g}" in doc and f"s = {c._NS_SDDMM:g}" in doc
+    assert "0.025" not in train.train.__doc__ and "sparse_is_cheaper" in train.train.__doc__

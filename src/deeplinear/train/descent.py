@@ -212,14 +212,9 @@ def train(
     ``W_N ... W_1``, the residual, and the layer gradients through two sparse-dense products
     at a split layer ``k``, never a dense ``d_N x d_0`` gradient); ``False`` runs the dense step
     (the full end-to-end matrix and a scattered dense gradient); ``None`` (default) picks the
-    cheaper by :func:`problems.sparse_is_cheaper`, a cost model fitted to step times on the
-    benchmark machine: sparse iff, for the best ``k``,
-    ``0.025 P_k + 0.15 m d_k + min(0.625 m d_k, 0.025 d_N d_k d_0) + 1000 < 0.025 P + d_N d_0``
-    (ns; ``P``, ``P_k``: multiply-adds of the dense products, ``network.product_cost``). In
-    practice (depth 3, width n): sparse from about 30x30 up when at most ~1/3 of the entries
-    are observed, and for narrow hidden widths; dense for depth 1, for nearly fully observed
-    matrices and for tiny problems such as 2x2. Both paths give the same trajectory up to
-    rounding. Records and metrics always use the dense end-to-end matrix.
+    cheaper by the cost model of :func:`problems.sparse_is_cheaper` (its docstring states the
+    formula, its measured constants and where each path wins). Both paths give the same
+    trajectory up to rounding. Records and metrics always use the dense end-to-end matrix.
     """
     return _run(_train_program, **locals())
 
