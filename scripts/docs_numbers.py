@@ -45,6 +45,7 @@ from typing import Any
 
 from deeplinear._format import plain as num
 from deeplinear._format import sci
+from deeplinear.experiments import summary_keys
 from deeplinear.store import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +199,7 @@ def block_fig2_paper(saved: Saved) -> str:
     names = {"nuclear": "minimum nuclear norm", "depth2": "depth 2 (matrix factorization)",
              "depth3": "depth 3 (deep matrix factorization)"}
     body = table(["method", "reported", f"measured (mean, [min, max] over {max(seeds)} seeds)"], (
-        [names[m], sci(saved.reported("fig2", f"recon_error_{m}_m2000")),
+        [names[m], sci(saved.reported("fig2", summary_keys.RECON_ERROR_AT_M.format(method=m, m=2000))),
          f"{sci(by[m, 2000]['recon_error_mean'])} [{sci(by[m, 2000]['recon_error_min'])}, "
          f"{sci(by[m, 2000]['recon_error_max'])}]"] for m in names))
     ms = sorted({r["m"] for r in rows})
@@ -216,7 +217,8 @@ def block_fig3_paper(saved: Saved) -> str:
     depths = sorted({r["depth"] for r in rows})
     head = ["", *[f"depth {d}" for d in depths]]
     lines = [["reported error (completion)",
-              *[sci(saved.reported("fig3", f"recon_error_completion_depth{d}"))
+              *[sci(saved.reported("fig3", summary_keys.RECON_ERROR_AT_DEPTH.format(problem="completion",
+                                                                           depth=d)))
                 for d in depths]]]
     for problem in ("completion", "sensing"):
         if all((problem, d) in by for d in depths):
@@ -226,7 +228,7 @@ def block_fig3_paper(saved: Saved) -> str:
     k = sum(1 for key in deep if key.startswith("sigma"))
     top = [deep[f"sigma{i}"] for i in range(1, 6)]
     rest = max(deep[f"sigma{i}"] for i in range(6, k + 1))
-    rep = saved.reported("fig3", "final_top5_depth3")
+    rep = saved.reported("fig3", summary_keys.FINAL_TOP5_DEPTH3)
     steps = ", ".join(f"{by['completion', d]['steps']:,}" for d in depths)
     return (table(head, lines) + f"\n\nGD steps per depth: {steps}. Depth {max(depths)} "
             f"(completion) ends with singular values {', '.join(num(v) for v in top)} and the "
@@ -237,8 +239,8 @@ def block_fig3_paper(saved: Saved) -> str:
 def _rise(saved: Saved, depth: int, problem: str = "completion") -> list[int]:
     s = saved.summary("fig3")["summary"]
     out, r = [], 1
-    while f"rise_step_{problem}_depth{depth}_sigma{r}" in s:
-        out.append(s[f"rise_step_{problem}_depth{depth}_sigma{r}"])
+    while (key := summary_keys.RISE_STEP.format(problem=problem, depth=depth, r=r)) in s:
+        out.append(s[key])
         r += 1
     return out
 
@@ -247,17 +249,19 @@ def block_fig3_default(saved: Saved) -> str:
     m = saved.measured("fig3")
     st = saved.status("fig3")
     cfg = st["config"]
-    errs = ", ".join(f"depth {d}: {err(m.get(f'recon_error_completion_depth{d}'))} (reported "
-                     f"{sci(saved.reported('fig3', f'recon_error_completion_depth{d}'))})"
-                     for d in cfg["depths"])
-    top = m["final_top5_depth3"]
+    def error_key(d: int) -> str:
+        return summary_keys.RECON_ERROR_AT_DEPTH.format(problem="completion", depth=d)
+
+    errs = ", ".join(f"depth {d}: {err(m.get(error_key(d)))} (reported "
+                     f"{sci(saved.reported('fig3', error_key(d)))})" for d in cfg["depths"])
+    top = m[summary_keys.FINAL_TOP5_DEPTH3]
     rise = [int(v) for v in _rise(saved, 3)[:5]]
     rise1 = [int(v) for v in _rise(saved, 1)[:5]]
     return (f"Default size ({', '.join(f'{s:,}' for s in cfg['steps'])} steps for depths "
             f"{', '.join(str(d) for d in cfg['depths'])}; {round(st['seconds'])} s): completion "
             f"errors {errs}. Depth 3 ends with top singular values "
             f"{', '.join(num(v) for v in top)} (reported, another ground truth: "
-            f"{given(saved.reported('fig3', 'final_top5_depth3'))}). The "
+            f"{given(saved.reported('fig3', summary_keys.FINAL_TOP5_DEPTH3))}). The "
             f"first five reach half their final value at steps {', '.join(map(str, rise))} at "
             f"depth 3, against {', '.join(map(str, rise1))} at depth 1.")
 
@@ -271,11 +275,12 @@ def block_fig2_default(saved: Saved) -> str:
     names = {"nuclear": "min nuclear norm", "depth2": "depth 2", "depth3": "depth 3"}
 
     def cell(method: str, m: int) -> str:
-        text = err(s.get(f"recon_error_{method}_m{m}"))
+        text = err(s.get(summary_keys.RECON_ERROR_AT_M.format(method=method, m=m)))
         notes = []
         if m == 2000:
             text = f"**{text}**"
-            notes.append(f"reported {sci(saved.reported('fig2', f'recon_error_{method}_m2000'))}")
+            reported = saved.reported("fig2", summary_keys.RECON_ERROR_AT_M.format(method=method, m=2000))
+            notes.append(f"reported {sci(reported)}")
         mine = [r for r in runs if r["method"] == method and r["m"] == m]
         if any(r["status"] != "converged" for r in mine):
             notes.append(f"loss still above {level(str(cfg['stop_loss']))} at the step limit")
@@ -303,8 +308,8 @@ def block_norms_readme(saved: Saved) -> str:
     cfg = saved.status("norms")["config"]
     rows = _norms_rows(saved)
     levels = ("1e-2", "1e-3", "1e-4")
-    got = [m.get(f"abs_w11_at_loss_{x}") for x in levels]
-    rep = [saved.reported("norms", f"abs_w11_at_loss_{x}") for x in levels]
+    got = [m.get(summary_keys.ABS_W11_AT_LOSS.format(level=x)) for x in levels]
+    rep = [saved.reported("norms", summary_keys.ABS_W11_AT_LOSS.format(level=x)) for x in levels]
     reached = [x for x, g in zip(levels, got, strict=True) if g is not None]
     deep = max(cfg["depths"])
     gf = next(r for r in rows if r["run"] == f"gf_balanced_depth{deep}")
@@ -312,7 +317,7 @@ def block_norms_readme(saved: Saved) -> str:
     n2 = sum(1 for r in rows if r["method"] == "GD" and r["depth"] == 2)
     rnd3 = [r for r in rows if r["method"] == "GD" and r["depth"] == 3 and r["init"] == "random"]
     flip3 = sum(1 for r in rnd3 if r.get("sign_flips"))
-    flips = m["gf_depth3plus_sign_flips"]
+    flips = m[summary_keys.GF_DEPTH3PLUS_SIGN_FLIPS]
     sign = ("never changes sign" if flips == 0 else f"changes sign {flips} time(s)")
     return (f"Gradient flow from a balanced start with det > 0 (depth {deep}) gives |W11| = "
             f"{', '.join(num(g) for g in got if g is not None)} when the loss first reaches "
@@ -343,9 +348,8 @@ def block_norms_table(saved: Saved) -> str:
         flips = [int(r["sign_flips"]) for r in ok]
         lines.append([label, span((r["final_loss"] for r in ok), lambda v: sci(v, 2) if v < 0.1
                                   else f"{v:.2g}"),
-                      span(r.get("abs_w11_at_loss_1e-02") for r in ok),
-                      span(r.get("abs_w11_at_loss_1e-03") for r in ok),
-                      span(r.get("abs_w11_at_loss_1e-04") for r in ok),
+                      *(span(r.get(summary_keys.ABS_W11_AT_LOSS.format(level=lv)) for r in ok)
+                        for lv in ("1e-02", "1e-03", "1e-04")),
                       span(r["abs_w11"] for r in ok),
                       span((r["w11_times_sqrt_2loss"] for r in ok), lambda v: f"{v:.3f}"),
                       ", ".join(map(str, flips)) if len(set(flips)) > 1 else str(flips[0])])
@@ -363,7 +367,7 @@ def block_fig1_regression_readme(saved: Saved) -> str:
     m = saved.measured("fig1-regression")
     cfg = saved.status("fig1-regression")["config"]
     on = _measured_on(saved, "fig1-regression")
-    sp = {(p, d): m.get(f"p{p}_speedup_depth{d}") for p in (2, 4) for d in (2, 3)}
+    sp = {(p, d): m.get(summary_keys.SPEEDUP.format(p=p, depth=d)) for p in (2, 4) for d in (2, 3)}
     del cfg
     return (f"Left (`fig1-regression`, default: {on}): the speed-up of depth 2 and depth 3 over "
             f"the linear model (iterations to the lowest excess loss both reach, linear / deep) "
@@ -432,8 +436,14 @@ def block_fig1_regression_headline(saved: Saved) -> str:
     s = saved.summary("fig1-regression")["summary"]
 
     def cross(p: int, d: int, other: str) -> str:
-        v = s.get(f"p{p}_crossing_depth{d}_vs_{other}")
+        v = s.get(summary_keys.CROSSING.format(p=p, depth=d, other=other))
         return "never" if v is None else f"{round(v):,}"
+
+    def speedup(p: int, d: int) -> str:
+        return _x(s.get(summary_keys.SPEEDUP.format(p=p, depth=d)))
+
+    def excess(method: str) -> str:
+        return sci(s.get(summary_keys.FINAL_EXCESS.format(p=4, method=method)))
 
     def both(p: int, other: str) -> str:
         a, b = cross(p, 2, other), cross(p, 3, other)
@@ -441,24 +451,22 @@ def block_fig1_regression_headline(saved: Saved) -> str:
 
     lines = [
         f"- Speed-up of depth N over the linear model (iterations to the lowest excess loss both "
-        f"reach): p = 4: {_x(s.get('p4_speedup_depth2'))} for depth 2 and "
-        f"{_x(s.get('p4_speedup_depth3'))} for depth 3; p = 2: {_x(s.get('p2_speedup_depth2'))} "
-        f"and {_x(s.get('p2_speedup_depth3'))}.",
+        f"reach): p = 4: {speedup(4, 2)} for depth 2 and {speedup(4, 3)} for depth 3; p = 2: "
+        f"{speedup(2, 2)} and {speedup(2, 3)}.",
         f"- Iteration from which the depth-N curve stays below another one, p = 4: vs linear GD "
         f"{both(4, 'gd')}; vs AdaGrad {both(4, 'adagrad')}; vs AdaDelta {both(4, 'adadelta')}. "
         f"p = 2, vs linear GD: {both(2, 'gd')}.",
         f"- Final excess of the end-to-end rule / of GD on the network: p = 4: "
         f"{_r(s, 4, 2)} (N = 2) and {_r(s, 4, 3)} (N = 3); p = 2: {_r(s, 2, 2)} and "
         f"{_r(s, 2, 3)}.",
-        f"- Final excess, p = 4: AdaDelta {sci(s.get('p4_adadelta_final_excess'))}, GD on depth 2 "
-        f"{sci(s.get('p4_gd_depth2_final_excess'))}, linear GD "
-        f"{sci(s.get('p4_gd_depth1_final_excess'))}.",
+        f"- Final excess, p = 4: AdaDelta {excess('adadelta')}, GD on depth 2 "
+        f"{excess('gd_depth2')}, linear GD {excess('gd_depth1')}.",
     ]
     return "\n".join(lines)
 
 
 def _r(s: dict[str, Any], p: int, d: int) -> str:
-    v = s.get(f"p{p}_e2e_depth{d}_final_excess_ratio")
+    v = s.get(summary_keys.E2E_EXCESS_RATIO.format(p=p, depth=d))
     return "-" if v is None else f"{v:.2g}"
 
 

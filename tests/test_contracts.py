@@ -130,3 +130,24 @@ def test_the_sparse_cost_models_docstring_states_the_constants_the_code_uses():
         assert f"{value:g}" in formula, (value, formula)
     assert f"s = {c._NS_NATIVE:g}" in doc and f"s = {c._NS_SDDMM:g}" in doc
     assert "0.025" not in train.train.__doc__ and "sparse_is_cheaper" in train.train.__doc__
+
+
+def test_summary_key_templates_match_the_saved_results():
+    """Every named key template (deeplinear.experiments.keys) matches keys of the saved default
+    runs that the docs quote, so the constants and what the experiments write agree."""
+    import re
+    from pathlib import Path
+
+    from deeplinear.experiments import summary_keys as keys
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results" / "default"
+    written = set()
+    for path in results.glob("*/summary.json"):
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        written |= set(saved["summary"]) | set(saved["reported"])
+    for path in results.glob("*/*.csv"):
+        written |= set(path.read_text(encoding="utf-8").splitlines()[0].split(","))
+    for name in keys.__all__:
+        template = getattr(keys, name)
+        pattern = re.sub(r"\\\{[a-z]+(?::g)?\\\}", "[^_]+?", re.escape(template))
+        assert any(re.fullmatch(pattern, k) for k in written), (name, template, pattern)

@@ -38,6 +38,7 @@ from deeplinear.config import (
     Steps,
 )
 from deeplinear.curves import crossing_step, first_reach
+from deeplinear.experiments import summary_keys
 from deeplinear.experiments._plotting import pyplot, save
 from deeplinear.experiments.base import (
     Experiment,
@@ -215,10 +216,10 @@ def run(config: Fig1RegressionConfig, progress: Progress | None = None) -> Resul
                    "status": status, "final_loss": float(loss[-1]),
                    "final_excess": float(excess[-1])}
             for level in config.loss_levels:
-                row[f"iters_to_{level:g}"] = first_reach(steps, excess, level)
+                row[summary_keys.ITERS_TO.format(level=level)] = first_reach(steps, excess, level)
             methods_rows.append(row)
             res.summary[f"p{p}_{method}_lr"] = lr
-            res.summary[f"p{p}_{method}_final_excess"] = float(excess[-1])
+            res.summary[summary_keys.FINAL_EXCESS.format(p=p, method=method)] = float(excess[-1])
 
         def search(method: str, depth: int, optimizer: str, factors: tuple[jax.Array, ...],
                    lrs: list[float], p: int = p, problem: LpRegression = problem,
@@ -321,7 +322,7 @@ def _compare_e2e(res: Results, p: int, depth: int, lr: float, out: Any, curves: 
     n = min(len(net), len(e2e))
     res.summary[f"p{p}_e2e_depth{depth}_max_rel_gap"] = float(
         np.max(np.abs(e2e[:n] - net[:n]) / np.abs(net[:n])))
-    res.summary[f"p{p}_e2e_depth{depth}_final_excess_ratio"] = float(
+    res.summary[summary_keys.E2E_EXCESS_RATIO.format(p=p, depth=depth)] = float(
         (e2e[-1] - lstar) / (net[-1] - lstar))
 
 
@@ -339,14 +340,14 @@ def _speedups_and_crossings(res: Results, p: int, curves: dict[str, tuple[np.nda
         # lowest excess both reach (never below rounding of L*): compare iterations there
         level = max(float(e1[-1]), float(e[-1]), 1e-12 * float(e1[0])) * 1.0001
         a, b = first_reach(s1, e1, level), first_reach(s, e, level)
-        res.summary[f"p{p}_speedup_depth{depth}"] = (
+        res.summary[summary_keys.SPEEDUP.format(p=p, depth=depth)] = (
             None if a is None or b is None else a / max(b, 1.0))
         res.summary[f"p{p}_speedup_depth{depth}_level"] = level
         if len(s) == len(s1):
-            res.summary[f"p{p}_crossing_depth{depth}_vs_gd"] = crossing_step(s, e, e1)
+            res.summary[summary_keys.CROSSING.format(p=p, depth=depth, other="gd")] = crossing_step(s, e, e1)
         for other in ("adagrad", "adadelta"):
             if other in curves and len(curves[other][0]) == len(s):
-                res.summary[f"p{p}_crossing_depth{depth}_vs_{other}"] = crossing_step(
+                res.summary[summary_keys.CROSSING.format(p=p, depth=depth, other=other)] = crossing_step(
                     s, e, curves[other][1])
 
 

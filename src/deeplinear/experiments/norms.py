@@ -40,6 +40,7 @@ from deeplinear.config import (
     Tolerance,
 )
 from deeplinear.curves import value_at_first_reach
+from deeplinear.experiments import summary_keys
 from deeplinear.experiments._plotting import pyplot, save
 from deeplinear.experiments._regularization import check_depths
 from deeplinear.experiments.base import (
@@ -154,7 +155,8 @@ def _run_summary(tag: str, loss, metrics, summary, rows, extra) -> None:
                effective_rank=float(metrics["effective_rank"][-1]),
                distance_to_rank1=float(metrics["distance_to_rank1"][-1]), **extra)
     for level in (1e-2, 1e-3, 1e-4):
-        row[f"abs_w11_at_loss_{level:.0e}"] = value_at_first_reach(loss, metrics["abs_w11"], level)
+        row[summary_keys.ABS_W11_AT_LOSS.format(level=f"{level:.0e}")] = value_at_first_reach(
+            loss, metrics["abs_w11"], level)
     rows.append(row)
     summary[f"abs_w11_{tag}"] = w11
     summary[f"final_loss_{tag}"] = final_loss
@@ -190,7 +192,8 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
         _run_summary(tag, res.loss, res.metrics, summary, rows, dict(extra, status=res.status))
         if tag == f"gf_balanced_depth{max(config.depths)}":  # the notes' figure: GF, balanced
             for level, name in ((1e-2, "1e-2"), (1e-3, "1e-3"), (1e-4, "1e-4")):
-                summary[f"abs_w11_at_loss_{name}"] = rows[-1][f"abs_w11_at_loss_{level:.0e}"]
+                summary[summary_keys.ABS_W11_AT_LOSS.format(level=name)] = rows[-1][
+                    summary_keys.ABS_W11_AT_LOSS.format(level=f"{level:.0e}")]
         if res.status != Status.CONVERGED:
             notes.append(f"{tag}: gradient flow ended with status {res.status!r}")
         task.advance()
@@ -250,7 +253,7 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
     if deep_gf:
         ratio = np.array([r["w11_times_sqrt_2loss"] for r in deep_gf])
         summary["gf_depth3plus_max_abs_log_w11_sqrt_2loss"] = float(np.max(np.abs(np.log(ratio))))
-        summary["gf_depth3plus_sign_flips"] = int(sum(r["sign_flips"] for r in deep_gf))
+        summary[summary_keys.GF_DEPTH3PLUS_SIGN_FLIPS] = int(sum(r["sign_flips"] for r in deep_gf))
     for r in rows:
         if r["method"] == "gradient flow" and r.get("sign_flips"):
             notes.append(f"{r['run']}: det changed sign under gradient flow at |det| = "
@@ -269,7 +272,7 @@ def _headline(config: NormsConfig, summary: dict) -> list[Headline]:
           f"depth {depth}, up to t = {config.flow_t1:g}")
     out = []
     for level, name in ((1e-2, "1e-2"), (1e-3, "1e-3"), (1e-4, "1e-4")):
-        key = f"abs_w11_at_loss_{name}"
+        key = summary_keys.ABS_W11_AT_LOSS.format(level=name)
         value = summary.get(key)
         reason = None
         if value is None:
@@ -279,8 +282,8 @@ def _headline(config: NormsConfig, summary: dict) -> list[Headline]:
                            "(raise flow_t1)")
         out.append(Headline(key, value, f"|W_11| when the loss first reaches {name} (theory: "
                             f"1/sqrt(2 loss) = {1 / np.sqrt(2 * level):.3g})", on, reason))
-    flips = summary.get("gf_depth3plus_sign_flips")
-    out.append(Headline("gf_depth3plus_sign_flips", flips, "det(W) sign changes along gradient "
+    flips = summary.get(summary_keys.GF_DEPTH3PLUS_SIGN_FLIPS)
+    out.append(Headline(summary_keys.GF_DEPTH3PLUS_SIGN_FLIPS, flips, "det(W) sign changes along gradient "
                         "flow at depth >= 3 (theory: 0, the sign is preserved)",
                         "the 2x2 completion, gradient flow, every depth >= 3 of this run",
                         None if flips is not None or any(d >= 3 for d in config.depths)
@@ -494,7 +497,7 @@ EXPERIMENT = register(
         question="On the 2x2 completion, does gradient flow drive the unobserved entry |W_11| (and "
         "with it every norm) to infinity as the loss goes to 0, while keeping the sign of det W?",
         reported={
-            f"abs_w11_at_loss_{name}": Reported(
+            summary_keys.ABS_W11_AT_LOSS.format(level=name): Reported(
                 value, "§E5, blog Figure 1 read off the figure (depth probably 3, GD lr 3e-3); "
                 "band: within a factor 1.25", 1.25)
             for name, value in (("1e-2", 7.0), ("1e-3", 20.0), ("1e-4", 70.0))

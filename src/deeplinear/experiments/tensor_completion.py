@@ -39,6 +39,7 @@ from deeplinear.config import (
     Steps,
     short,
 )
+from deeplinear.experiments import summary_keys
 from deeplinear.experiments._plotting import pyplot, save
 from deeplinear.experiments.base import (
     Experiment,
@@ -152,7 +153,7 @@ def run(config: TensorCompletionConfig, progress: Progress | None = None) -> Res
             summary_rows.append(dict(method=method, m=m, recon_error_mean=_mean(e),
                                      recon_error_max=_max(e), tensor_rank_median=_median(r),
                                      tensor_rank_max=_max(r), seeds_ok=int(np.sum(np.isfinite(e)))))
-            summary[f"recon_error_{method}_m{m}"] = _mean(e)
+            summary[summary_keys.RECON_ERROR_AT_M.format(method=method, m=m)] = _mean(e)
             summary[f"tensor_rank_{method}_m{m}"] = _median(r)
     if np.any(np.isnan(rank) & np.isfinite(err)):
         notes.append(f"a rank of None means no CP-ALS fit up to max_rank={config.max_rank} "
@@ -221,8 +222,8 @@ def _reported() -> dict[str, Reported]:
     out = {}
     for method, table in _REPORTED_ERROR.items():
         for m, v in table.items():
-            out[f"recon_error_{method}_m{m}"] = Reported(v, where + "; error definition of the "
-                                                         "figure unknown: shown, not judged")
+            out[summary_keys.RECON_ERROR_AT_M.format(method=method, m=m)] = Reported(
+                v, where + "; error definition of the figure unknown: shown, not judged")
     for method, table in _REPORTED_RANK.items():
         for m, v in table.items():
             out[f"tensor_rank_{method}_m{m}"] = Reported(
