@@ -25,6 +25,10 @@ and its text is produced by ``BLOCKS[NAME]`` from the saved files alone:
 
 The notes' reported values come from the ``reported`` entry of the saved ``summary.json`` (the
 experiment's own record of them), never from this script. ``tests/test_docs.py`` runs the check.
+
+Its parts beside it: ``_docs_saved.py`` (reading the saved results, formatting numbers in prose)
+and ``_docs_collect.py`` (``--collect``, ``--collect-run``, ``--time-tests``); this file holds the
+blocks, their rendering and the command line.
 """
 
 from __future__ import annotations
@@ -32,27 +36,36 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import difflib
-import json
 import math
-import os
-import platform
 import re
-import shutil
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from deeplinear._format import plain as num
-from deeplinear._format import sci
-from deeplinear.experiments import summary_keys
-from deeplinear.store import read_table
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its parts, beside it
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs" / "results"
-DEFAULT = RESULTS / "default"
-EXPERIMENTS = ("fig1-regression", "fig1-cnn", "fig2", "fig3", "norms", "tensor-completion", "tensor-dynamics",
-               "tensor-natural", "completion-benchmark")
+from _docs_collect import collect, collect_run, time_tests  # noqa: E402
+from _docs_saved import (  # noqa: E402, F401  (re-exported: the names blocks are written with)
+    DEFAULT,
+    EXPERIMENTS,
+    RESULTS,
+    ROOT,
+    Saved,
+    err,
+    given,
+    level,
+    load_text,
+    machine_line,
+    num,
+    read_csv,
+    sci,
+    seconds,
+    span,
+    table,
+)
+
+from deeplinear.experiments import summary_keys  # noqa: E402
 
 BLOCK_RE = re.compile(r"(<!-- numbers:([a-z0-9-]+) -->\n)(.*?)(<!-- /numbers -->)", re.S)
 
@@ -62,112 +75,7 @@ def doc_files(root: Path = ROOT) -> list[Path]:
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
 
-# --------------------------------------------------------------------------- saved results
-
-
-class Saved:
-    """Read-only access to the saved results under ``results`` (default: docs/results)."""
-
-    def __init__(self, results: Path = RESULTS) -> None:
-        self.results = results
-        self.default = results / "default"
-
-    def _json(self, path: Path) -> Any:
-        return json.loads(path.read_text(encoding="utf-8"))
-
-    def _dir(self, run: str) -> Path:
-        """An experiment of the default run, or another saved run folder (docs/results/<run>)."""
-        return self.default / run if run in EXPERIMENTS else self.results / run
-
-    def summary(self, run: str) -> dict[str, Any]:
-        return self._json(self._dir(run) / "summary.json")
-
-    def status(self, run: str) -> dict[str, Any]:
-        return self._json(self._dir(run) / "status.json")
-
-    def table(self, run: str, name: str) -> list[dict[str, Any]]:
-        return read_csv(self._dir(run) / f"{name}.csv")
-
-    def verify(self) -> list[dict[str, Any]]:
-        return self._json(self.default / "verify.json")
-
-    def run(self) -> dict[str, Any]:
-        return self._json(self.default / "run.json")
-
-    def paper_csv(self, name: str) -> list[dict[str, Any]]:
-        return read_csv(self.results / name)
-
-    def measured(self, exp: str) -> dict[str, Any]:
-        """Every measured value of a run: the summary, overridden by the headline values."""
-        s = self.summary(exp)
-        return {**s["summary"], **{h["key"]: h["value"] for h in s["headline"]}}
-
-    def reported(self, exp: str, key: str) -> Any:
-        return self.summary(exp)["reported"][key]["value"]
-
-
-def read_csv(path: Path) -> list[dict[str, Any]]:
-    """A metric table as the store writes it (cells back as int, float, None or text)."""
-    return read_table(path)
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def err(x: float | None) -> str:
-    """A reconstruction error: 3 significant digits, plain above 0.1."""
-    return num(x) if x is not None and abs(x) >= 0.1 else sci(x)
-
-
-def seconds(s: float) -> str:
-    s = round(s)
-    return f"{s} s" if s < 120 else f"{s // 60} min {s % 60:02d} s"
-
-
-def table(header: list[str], rows: Iterable[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def span(values: Iterable[float | None], f: Callable[[float], str] = num) -> str:
-    """``a`` when all values print the same, else ``lo-hi`` (missing values left out)."""
-    vals = sorted(v for v in values if v is not None)
-    if not vals:
-        return "-"
-    lo, hi = f(vals[0]), f(vals[-1])
-    if lo == hi:
-        return lo
-    return f"{lo} to {hi}" if "e" in lo + hi else f"{lo}–{hi}"
-
-
-def given(v: float | list[float]) -> str:
-    """A value as the notes give it (``7``, ``38.5``, ``1.06e-1``)."""
-    if isinstance(v, list):
-        return ", ".join(given(x) for x in v)
-    return f"{v:g}" if 1e-2 <= abs(v) < 1e5 else sci(v)
-
-
-def level(text: str) -> str:
-    """A loss level from a key suffix: ``0.001`` -> ``1e-3``."""
-    return sci(float(text), 1).replace(".", "")
-
-
 # --------------------------------------------------------------------------- blocks
-
-
-def load_text(run: dict[str, Any], what: str = "the run") -> str:
-    """The load seen during a saved run, and what else ran, as recorded."""
-    lo, hi = run["load_1min"]
-    span = f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f}"
-    text = f"1-minute load average {span} during {what}, which it includes"
-    return text + (f"; {run['note']}" if run.get("note") else "")
-
-
-def machine_line(saved: Saved) -> str:
-    """Where and when the default runs were measured, and how loaded the machine was."""
-    run = saved.run()
-    return f"{run['machine']}, {run['date']}, {load_text(run, 'the whole default run')}"
 
 
 def block_demo_timing(saved: Saved) -> str:
@@ -646,135 +554,6 @@ def write(files: Iterable[Path] | None = None, saved: Saved | None = None) -> li
             path.write_text(new, encoding="utf-8")
             changed.append(path)
     return changed
-
-
-# --------------------------------------------------------------------------- collect
-
-
-def _strip_paths(value: Any, base: Path) -> Any:
-    """Absolute paths inside ``base`` made relative to it (other values unchanged)."""
-    if isinstance(value, dict):
-        return {k: _strip_paths(v, base) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strip_paths(v, base) for v in value]
-    if isinstance(value, str) and os.path.isabs(value):
-        p = Path(value)
-        return str(p.relative_to(base)) if p.is_relative_to(base) else p.name
-    return value
-
-
-def _load_range(log: Path | None, start: float, end: float) -> list[float]:
-    """1-minute load averages logged as ``HH:MM:SS l1 l5 l15 ...`` lines (UTC) within the run."""
-    if log is None:
-        load = os.getloadavg()[0]
-        return [load, load]
-    day = dt.datetime.fromtimestamp(start, dt.UTC).date()
-    vals = []
-    for line in log.read_text().splitlines():
-        parts = line.split()
-        if len(parts) < 2:
-            continue
-        t = dt.datetime.combine(day, dt.time.fromisoformat(parts[0]), dt.UTC).timestamp()
-        if start <= t <= end:
-            vals.append(float(parts[1]))
-    return [min(vals), max(vals)] if vals else [math.nan, math.nan]
-
-
-def collect_run(src: Path, out: Path) -> dict[str, Any]:
-    """Save one finished run folder's ``summary.json``, ``status.json`` and metric tables (CSV)
-    into ``out`` (absolute paths made relative); returns its status."""
-    src = src.resolve()
-    status = json.loads((src / "status.json").read_text())
-    if status["status"] not in ("done", "partial"):
-        raise SystemExit(f"{src}: status {status['status']!r}; not saving it")
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for name in ("summary.json", "status.json"):
-        data = _strip_paths(json.loads((src / name).read_text()), src)
-        (out / name).write_text(json.dumps(data, indent=1) + "\n")
-    for table_file in sorted(src.glob("*.csv")):
-        shutil.copyfile(table_file, out / table_file.name)
-    return status
-
-
-def collect(run_dir: Path, dest: Path = DEFAULT, load_log: Path | None = None,
-            note: str | None = None) -> None:
-    """Copy a finished ``deeplinear reproduce`` output folder's results into ``dest``."""
-    run_dir = run_dir.resolve()
-    statuses = {exp: collect_run(run_dir / exp, dest / exp) for exp in EXPERIMENTS}
-    verify = run_dir / "verify.json"
-    shutil.copyfile(verify, dest / "verify.json")
-    start = min(s["started"] for s in statuses.values())
-    last = max(s["finished"] for s in statuses.values())
-    verify_done = verify.stat().st_mtime
-    end = max(verify_done, (run_dir / "report.html").stat().st_mtime)
-    import jax
-    import numpy as np
-
-    from deeplinear._native import cpu_model
-
-    cores = os.cpu_count() or 0
-    info = {
-        "command": "deeplinear reproduce --out runs/demo",
-        "date": dt.datetime.fromtimestamp(start, dt.UTC).strftime("%Y-%m-%d"),
-        "started_utc": dt.datetime.fromtimestamp(start, dt.UTC).strftime("%H:%M:%S"),
-        "finished_utc": dt.datetime.fromtimestamp(end, dt.UTC).strftime("%H:%M:%S"),
-        "wall_seconds": round(end - start, 1),
-        "verify_seconds": round(verify_done - last, 1),
-        "cores": cores,
-        "machine": f"{cores}-core CPU machine ({cpu_model()}, {platform.machine()})",
-        "load_1min": _load_range(load_log, start, end),
-        "note": note,
-        "versions": {"python": platform.python_version(), "jax": jax.__version__,
-                     "numpy": np.__version__},
-    }
-    (dest / "run.json").write_text(json.dumps(info, indent=1) + "\n")
-
-
-def time_tests(dest: Path = RESULTS / "test-suite.json", note: str | None = None) -> int:
-    """Run the default test suite as `make test` does, and save its wall time, its counts and
-    the load average seen while it ran (sampled every 10 s)."""
-    import subprocess
-    import threading
-    import time
-
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    loads: list[float] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(10.0):
-            loads.append(os.getloadavg()[0])
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    start = time.time()
-    sampler.start()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    wall = time.time() - start
-    done.set()
-    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    from deeplinear._native import cpu_model
-
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|deselected|errors?)",
-                                                tail)}
-    cores = os.cpu_count() or 0
-    info = {
-        "command": "python -m pytest -q",
-        "date": dt.datetime.fromtimestamp(start, dt.UTC).strftime("%Y-%m-%d"),
-        "wall_seconds": round(wall, 1),
-        "counts": counts,
-        "exit_status": proc.returncode,
-        "failed_tests": [ln.split(" ", 1)[1].split(" - ")[0] for ln in proc.stdout.splitlines()
-                         if ln.startswith(("FAILED ", "ERROR "))],
-        "cores": cores,
-        "machine": f"{cores}-core CPU machine ({cpu_model()}, {platform.machine()})",
-        "load_1min": [min(loads), max(loads)] if loads else [os.getloadavg()[0]] * 2,
-        "note": note,
-    }
-    dest.write_text(json.dumps(info, indent=1) + "\n")
-    print(tail)
-    return proc.returncode
 
 
 def main(argv: list[str] | None = None) -> int:
