@@ -50,9 +50,6 @@ def _documented_names() -> set[str]:
 def test_every_name_the_docs_mention_resolves_after_import_deeplinear():
     """``import deeplinear`` and attribute access alone reach each documented public name
     (modules load lazily, PEP 562): what a reader types after reading README or the docs works."""
-    import subprocess
-    import sys
-
     names = sorted(_documented_names())
     assert len(names) > 30 and "deeplinear.completion.DeepMatrixCompletion" in names
     # a private module (deeplinear._format, named in docs/architecture.md for contributors) is
@@ -65,20 +62,22 @@ def test_every_name_the_docs_mention_resolves_after_import_deeplinear():
             "        '.'.join(parts[:private + 1]))\n"
             "    rest = parts[1:] if private is None else parts[private + 1:]\n"
             "    functools.reduce(getattr, rest, root)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert out.returncode == 0, out.stderr[-2000:]
+    _in_a_fresh_interpreter(code)
 
 
 def test_modules_load_lazily_and_torch_only_when_used():
-    import subprocess
-    import sys
-
-    code = ("import sys, deeplinear\n"
+    _in_a_fresh_interpreter("import sys, deeplinear\n"
             "assert 'deeplinear.completion' not in sys.modules and 'torch' not in sys.modules\n"
             "assert 'completion' in dir(deeplinear) and 'torch' in dir(deeplinear)\n"
             "deeplinear.tensor.cp, deeplinear.completion.DeepMatrixCompletion\n"
             "assert 'torch' not in sys.modules\n"
             "deeplinear.torch.overparameterize\n"
             "assert 'torch' in sys.modules\n")
+
+
+def _in_a_fresh_interpreter(code: str) -> None:
+    import subprocess
+    import sys
+
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
