@@ -66,13 +66,14 @@ def test_every_name_the_docs_mention_resolves_after_import_deeplinear():
 
 
 def test_modules_load_lazily_and_torch_only_when_used():
-    _in_a_fresh_interpreter("import sys, deeplinear\n"
-            "assert 'deeplinear.completion' not in sys.modules and 'torch' not in sys.modules\n"
-            "assert 'completion' in dir(deeplinear) and 'torch' in dir(deeplinear)\n"
-            "deeplinear.tensor.cp, deeplinear.completion.DeepMatrixCompletion\n"
-            "assert 'torch' not in sys.modules\n"
-            "deeplinear.torch.overparameterize\n"
-            "assert 'torch' in sys.modules\n")
+    _in_a_fresh_interpreter(
+        "import sys, deeplinear\n"
+        "assert 'deeplinear.completion' not in sys.modules and 'torch' not in sys.modules\n"
+        "assert 'completion' in dir(deeplinear) and 'torch' in dir(deeplinear)\n"
+        "deeplinear.tensor.cp, deeplinear.completion.DeepMatrixCompletion\n"
+        "assert 'torch' not in sys.modules\n"
+        "deeplinear.torch.overparameterize\n"
+        "assert 'torch' in sys.modules\n")
 
 
 def _in_a_fresh_interpreter(code: str) -> None:
