@@ -515,7 +515,7 @@ def block_completion_movielens(saved: Saved) -> str:
                   for r in rows))
     by = {r["method"]: r for r in rows}
     deep = by.get("depth3")
-    ratio = summ.get("movielens_depth3_cpu_over_svd")
+    ratio = summ.get(summary_keys.MOVIELENS_DEPTH3_CPU_OVER_SVD)
     goal = (f"Goal: depth 3 RMSE <= 0.925: {'met' if deep and deep['rmse'] <= 0.925 else 'not met'}"
             f" ({deep['rmse']:.4f}); CPU time within 2x of Surprise's SVD: "
             f"{'met' if ratio is not None and ratio <= 2 else 'not met'} "
@@ -523,7 +523,7 @@ def block_completion_movielens(saved: Saved) -> str:
             f"{SURPRISE_SVD_PUBLISHED_S:.0f} s Surprise's table lists for SVD, measured on its "
             f"authors' machine)."
             if deep and ratio is not None else "")
-    return (f"MovieLens-100K, {summ['movielens_folds']} folds of Surprise's `KFold` (seed "
+    return (f"MovieLens-100K, {summ[summary_keys.MOVIELENS_FOLDS]} folds of Surprise's `KFold` (seed "
             f"{st['config']['seed']}), `deeplinear run completion-benchmark --paper --set "
             f"'datasets=[\"movielens\"]'` ({seconds(st['seconds'])}, measured {_date(st)} on the "
             f"2-core machine while other jobs ran: times are CPU seconds of the whole process, "

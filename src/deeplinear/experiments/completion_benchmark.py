@@ -484,20 +484,23 @@ def _run(config: CompletionBenchmarkConfig, progress: Progress) -> Results:
 
 def _ratings_headline(out: Results, rating_rows: list[dict], config) -> None:
     table = {r["method"]: r for r in _ratings_summary(rating_rows)}
+    from deeplinear.experiments import summary_keys as keys
+
     for method, r in table.items():
         for key in ("rmse", "mae", "seconds", "cpu_seconds"):
-            out.summary[f"movielens_{key}_{method}"] = r[key]
-    out.summary["movielens_folds"] = config.movielens_folds
+            out.summary[keys.MOVIELENS.format(metric=key, method=method)] = r[key]
+    out.summary[keys.MOVIELENS_FOLDS] = config.movielens_folds
     deep, svd = table.get("depth3"), table.get("svd")
     ratio = deep["cpu_seconds"] / svd["cpu_seconds"] if deep and svd else None
-    out.summary["movielens_depth3_cpu_over_svd"] = ratio
+    out.summary[keys.MOVIELENS_DEPTH3_CPU_OVER_SVD] = ratio
     on = (f"MovieLens-100K, {config.movielens_folds} of 5 folds (Surprise's KFold, seed "
           f"{config.seed}); RMSE in stars on the test folds")
     out.headline += [
-        Headline("movielens_rmse_depth3", deep["rmse"] if deep else None,
+        Headline(keys.MOVIELENS.format(metric="rmse", method="depth3"),
+                 deep["rmse"] if deep else None,
                  "depth 3's RMSE with biases (goal: <= 0.925; Surprise's SVD 0.934, SVD++ "
                  "0.919 published)", on, None if deep else "depth3 not run"),
-        Headline("movielens_depth3_cpu_over_svd", ratio,
+        Headline(keys.MOVIELENS_DEPTH3_CPU_OVER_SVD, ratio,
                  "depth 3's CPU time over Surprise's SVD's, same folds, same process "
                  "(goal: <= 2)", on,
                  None if ratio is not None else "depth3 or Surprise's SVD not run"),
