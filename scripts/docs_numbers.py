@@ -542,20 +542,29 @@ def block_fig1_cnn_paper(saved: Saved) -> str:
 
 
 def block_fig1_cnn_paper_readme(saved: Saved) -> str:
-    s = saved.summary(PAPER_CNN)["summary"]
+    full = saved.summary(PAPER_CNN)
+    s, rep = full["summary"], full["reported"]
     cfg = saved.status(PAPER_CNN)["config"]
     at = _curve_rows(saved, PAPER_CNN)
     mid = max(it for _, it in at if it <= 2000)
+    end = max(it for _, it in at)
+
+    def notes(key: str) -> str:
+        return f"{rep[key]['value']:g}"
+
     return (f"Right at the notes' setting (`fig1-cnn --paper`: the TensorFlow tutorial on the full "
             f"MNIST, PyTorch, {cfg['steps']:,} iterations, {cfg['seeds']} seed): the objective "
             f"(cross-entropy + 5e-4 × L2 of the end-to-end dense matrices) of the overparameterized "
-            f"CNN is below the original's from iteration {_it(s.get('crossing_iteration'))}; at "
-            f"{mid:,} it is {num(at['overparameterized', mid]['objective'])} against "
-            f"{num(at['original', mid]['objective'])} (the notes: about 0.3 for the overparameterized "
-            f"CNN at 2,000). Almost all of the "
-            f"gap is the L2 term: the cross-entropy alone ends "
-            f"{s['cross_entropy_final_loss_ratio']:.2f}x lower "
-            f"([docs/acceleration.md](docs/acceleration.md)).")
+            f"CNN is below the original's from iteration {_it(s.get('crossing_iteration'))} "
+            f"(the notes: about {notes('crossing_iteration')}); at {mid:,} it is "
+            f"{num(at['overparameterized', mid]['objective'])} (the notes: about "
+            f"{notes('overparameterized_loss_at_2000')}), and at {end:,} "
+            f"{num(at['overparameterized', end]['objective'])} against "
+            f"{num(at['original', end]['objective'])} for the original (the notes at 8,600: about "
+            f"{notes('overparameterized_final_loss_at_8600')} and "
+            f"{notes('original_final_loss_at_8600')}). Almost all of the gap is the L2 term: the "
+            f"cross-entropy alone ends {s['cross_entropy_final_loss_ratio']:.2f}x lower "
+            "([docs/acceleration.md](docs/acceleration.md)).")
 
 
 def _it(v: float | None) -> str:
