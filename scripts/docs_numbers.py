@@ -310,7 +310,9 @@ def block_fig1_cnn_readme(saved: Saved) -> str:
     s = saved.summary("fig1-cnn")["summary"]
     on = _measured_on(saved, "fig1-cnn")
     return (f"Right (`fig1-cnn`, default: {on}): the overparameterized CNN (every dense layer a "
-            f"product of 2 matrices, same function at the start) ends at smoothed batch loss "
+            f"product of 2 matrices, same function at the start) ends at smoothed batch "
+            + ("objective (cross-entropy + L2 term) " if "cross_entropy_final_loss_ratio" in s
+               else "loss ") +
             f"{num(s['overparameterized_final_loss'])} against {num(s['original_final_loss'])} "
             f"for the original (ratio original / overparameterized {s['final_loss_ratio']:.2f}"
             + ("" if s.get("torch_final_loss_ratio") is None
