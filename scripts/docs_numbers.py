@@ -589,7 +589,8 @@ def block_fig1_cnn_paper_factors(saved: Saved) -> str:
     m = saved.summary(PAPER_CNN_FACTORS)["summary"]
     return (f"{_paper_setup(saved, PAPER_CNN_FACTORS)}. The objective each model minimizes "
             f"(smoothed; for the factor run, the cross-entropy plus 5e-4 times the factors' "
-            f"L2):\n\n{body}\n\nAt the end the factor run's cross-entropy is "
+            f"L2; -: an iteration the end-to-end run does not tabulate):\n\n{body}\n\n"
+            f"At the end the factor run's cross-entropy is "
             f"{num(m['overparameterized_final_cross_entropy'])} against "
             f"{num(m['original_final_cross_entropy'])} for the original (ratio "
             f"{m['cross_entropy_final_loss_ratio']:.2f}).")
