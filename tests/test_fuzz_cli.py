@@ -55,7 +55,7 @@ def add(id_: str, args: list[str], env: dict[str, str] | None = None,
 # ------------------------------------------------------------------ every field of every experiment
 
 ZERO_OK = {"seed", "weight_decay", "nuclear_tol", "dxd", "momentum", "noise", "dropout",
-           "positive_label"}  # 0 is valid
+           "positive_label", "holdout"}  # 0 is valid
 NESTED_LIST = "[" * DEEP + "]" * DEEP
 NESTED_TABLE = "{a = " * DEEP + "1" + "}" * DEEP
 
@@ -142,7 +142,7 @@ for args in (["run", "fig3", "--quick", "--set", "seed=73786976294838206464"],
              ["run", "fig3", "--set", "depths=[1,1,2]"],
              ["run", "fig1-regression", "--set", "depths=[2,3]"],
              ["run", "fig1-regression", "--set", "p_values=[3]"],
-             ["run", "fig1-cnn", "--set", "dataset=mnist"],
+             ["run", "fig1-cnn", "--set", "dataset=digits", "--set", "data_path=x"],
              ["run", "norms", "--set", "dxd=1"],
              ["run", "fig3", "--set", "problems=[\"sensing\",\"sensing\"]"]):
     add("issue-" + "-".join(args[1:])[:60], args)
