@@ -111,9 +111,10 @@ def _conv_same(layer: eqx.Module, x: jax.Array) -> jax.Array:
     ``(height, width, channels)`` image, as one matrix product of its ``k x k`` patches
     (im2col): ``out[p] = sum_{i,j,c} x[p + (i, j), c] K[o, c, i, j] + b[o]``.
 
-    Same numbers as ``layer`` to rounding, and under ``vmap`` one product for the whole batch:
-    XLA:CPU's own convolution kernels take 14x longer for the step of the tutorial network
-    (its weight gradient above all; BENCHMARKS.md, CNN step)."""
+    Same numbers as ``layer`` to rounding, and under ``vmap`` one product for the whole batch.
+    Inside the training loop's compiled ``lax.scan``, XLA:CPU's own convolutions take ~18x
+    longer than when a step is compiled alone; these products do not (the tutorial network's
+    step: 14x faster than with ``eqx.nn.Conv2d``; BENCHMARKS.md, CNN step)."""
     factorized = hasattr(layer, "end_to_end")  # overparam.FactorizedConv: kernel W_N ... W_1
     conv = layer.conv if factorized else layer
     kernel = layer.end_to_end() if factorized else layer.weight
