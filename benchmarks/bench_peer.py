@@ -260,6 +260,10 @@ def main() -> None:
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="", help="run only cases whose label contains this")
+    ap.add_argument("--dtype", choices=("float32", "float64"), help="one dtype only")
+    ap.add_argument("--rows", nargs="*", default=[],
+                    help="write the section from these saved rows (JSON lines or lists from "
+                         "--out, e.g. of one run per dtype side by side) instead of measuring")
     ap.add_argument("--out", default="", help="also write the rows as JSON to this file")
     ap.add_argument("--no-floor", action="store_true", help="skip the floor pieces")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
@@ -277,8 +281,10 @@ def main() -> None:
         device_line = (f"{cpu_name()}, CPU time of the process, one thread each (torch "
                        "set_num_threads(1); XLA intra-op parallelism 1, Eigen single-threaded)")
     started = time.perf_counter()
-    rows = []
-    for dtype in (np.float32, np.float64):
+    rows = load_rows(args.rows)
+    dtypes = [] if args.rows else [np.dtype(d) for d in ("float32", "float64")
+                                   if args.dtype in (None, d)]
+    for dtype in dtypes:
         for label, n, m, dims in cases(args.quick, args.large):
             if args.only and args.only not in label:
                 continue
@@ -295,6 +301,10 @@ def main() -> None:
     if args.no_write or args.quick:
         return
     load = os.getloadavg()
+    measured = (f"{time.perf_counter() - started:.0f} s of wall clock" if not args.rows else
+                "the rows of " + " and ".join(f"`--dtype {d}`" for d in
+                                               dict.fromkeys(r["dtype"] for r in rows))
+                + " run side by side, then `--rows` to write this section")
     section = (
         "## deeplinear against the plain PyTorch loop (benchmarks/bench_peer.py)\n\n"
         f"Date: {dt.date.today()}. Machine: {device_line}. JAX {jax.__version__}, "
@@ -302,11 +312,24 @@ def main() -> None:
         f"{_native.status()}. Load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
         "(1 / 5 / 15 min) at the end.\n"
         f"Command: `.venv/bin/python benchmarks/bench_peer.py{' --large' if args.large else ''}`"
-        f" ({time.perf_counter() - started:.0f} s of wall clock). Per step: "
+        f" ({measured}). Per step: "
         "`(min t(2S) - min t(S)) / S`, peer and deeplinear alternating in each round; depth 3, "
         "Gaussian init of scale 1e-2, lr 1e-3, the same factors and data for both.\n\n"
         f"{table}\n")
     write_section("bench_peer", section)
+
+
+def load_rows(paths) -> list[dict]:
+    """Rows saved by ``--out`` (a JSON list) or printed by a run (one JSON object a line)."""
+    rows = []
+    for path in paths:
+        with open(path) as fh:
+            text = fh.read()
+        if text.lstrip().startswith("["):
+            rows += json.loads(text)
+        else:
+            rows += [json.loads(ln) for ln in text.splitlines() if ln.startswith("{")]
+    return rows
 
 
 def _gap(x: float) -> str:
@@ -320,7 +343,7 @@ def render(rows) -> str:
     for r in rows:
         lines.append(f"| {r['case']} | {r['dtype']} | {fmt(r['peer_s'])} | {fmt(r['ours_s'])} "
                      f"| **{r['ratio']:.2f}x** | {r['path']} | {fmt(r['floor_s'])} "
-                     f"| {r['over_floor']:.2f} | {_gap(r['loss_gap'])} |")
+                     f"| {r['over_floor']:.2f} | {_gap(r.get('loss_gap', np.nan))} |")
     return "\n".join(lines)
 
 
