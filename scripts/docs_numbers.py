@@ -25,30 +25,47 @@ and its text is produced by ``BLOCKS[NAME]`` from the saved files alone:
 
 The notes' reported values come from the ``reported`` entry of the saved ``summary.json`` (the
 experiment's own record of them), never from this script. ``tests/test_docs.py`` runs the check.
+
+Its parts beside it: ``_docs_saved.py`` (reading the saved results, formatting numbers in prose)
+and ``_docs_collect.py`` (``--collect``, ``--collect-run``, ``--time-tests``); this file holds the
+blocks, their rendering and the command line.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import difflib
-import json
 import math
-import os
-import platform
 import re
-import shutil
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs" / "results"
-DEFAULT = RESULTS / "default"
-EXPERIMENTS = ("fig1-regression", "fig1-cnn", "fig2", "fig3", "norms", "tensor-completion", "tensor-dynamics",
-               "tensor-natural", "completion-benchmark")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its parts, beside it
+
+from _docs_collect import collect, collect_run, time_tests  # noqa: E402
+from _docs_saved import (  # noqa: E402, F401  (re-exported: the names blocks are written with)
+    DEFAULT,
+    EXPERIMENTS,
+    RESULTS,
+    ROOT,
+    Saved,
+    err,
+    given,
+    level,
+    load_text,
+    machine_line,
+    num,
+    read_csv,
+    sci,
+    seconds,
+    span,
+    table,
+)
+
+from deeplinear.experiments import summary_keys  # noqa: E402
 
 BLOCK_RE = re.compile(r"(<!-- numbers:([a-z0-9-]+) -->\n)(.*?)(<!-- /numbers -->)", re.S)
 
@@ -58,145 +75,7 @@ def doc_files(root: Path = ROOT) -> list[Path]:
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
 
-# --------------------------------------------------------------------------- saved results
-
-
-class Saved:
-    """Read-only access to the saved results under ``results`` (default: docs/results)."""
-
-    def __init__(self, results: Path = RESULTS) -> None:
-        self.results = results
-        self.default = results / "default"
-
-    def _json(self, path: Path) -> Any:
-        return json.loads(path.read_text(encoding="utf-8"))
-
-    def _dir(self, run: str) -> Path:
-        """An experiment of the default run, or another saved run folder (docs/results/<run>)."""
-        return self.default / run if run in EXPERIMENTS else self.results / run
-
-    def summary(self, run: str) -> dict[str, Any]:
-        return self._json(self._dir(run) / "summary.json")
-
-    def status(self, run: str) -> dict[str, Any]:
-        return self._json(self._dir(run) / "status.json")
-
-    def table(self, run: str, name: str) -> list[dict[str, Any]]:
-        return read_csv(self._dir(run) / f"{name}.csv")
-
-    def verify(self) -> list[dict[str, Any]]:
-        return self._json(self.default / "verify.json")
-
-    def run(self) -> dict[str, Any]:
-        return self._json(self.default / "run.json")
-
-    def paper_csv(self, name: str) -> list[dict[str, Any]]:
-        return read_csv(self.results / name)
-
-    def measured(self, exp: str) -> dict[str, Any]:
-        """Every measured value of a run: the summary, overridden by the headline values."""
-        s = self.summary(exp)
-        return {**s["summary"], **{h["key"]: h["value"] for h in s["headline"]}}
-
-    def reported(self, exp: str, key: str) -> Any:
-        return self.summary(exp)["reported"][key]["value"]
-
-
-def read_csv(path: Path) -> list[dict[str, Any]]:
-    def cell(text: str) -> Any:
-        if text == "":
-            return None
-        try:
-            return int(text)
-        except ValueError:
-            pass
-        try:
-            return float(text)
-        except ValueError:
-            return text
-
-    with path.open(newline="", encoding="utf-8") as f:
-        return [{k: cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def sci(x: float | None, sig: int = 3) -> str:
-    """``4.27e-2`` style (no zero-padded exponent); "-" for a missing value."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    mant, exp = f"{x:.{sig - 1}e}".split("e")
-    return f"{mant}e{int(exp)}"
-
-
-def num(x: float | None, sig: int = 3) -> str:
-    """A plain number with ``sig`` significant digits for values in [0.01, 1e5), else ``sci``."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    if x == 0:
-        return "0"
-    if 1e-2 <= abs(x) < 1e5:
-        digits = max(sig - 1 - math.floor(math.log10(abs(x))), 0)
-        text = f"{x:,.{digits}f}" if abs(x) >= 1e4 else f"{x:.{digits}f}"
-        return text
-    return sci(x, sig)
-
-
-def err(x: float | None) -> str:
-    """A reconstruction error: 3 significant digits, plain above 0.1."""
-    return num(x) if x is not None and abs(x) >= 0.1 else sci(x)
-
-
-def seconds(s: float) -> str:
-    s = round(s)
-    return f"{s} s" if s < 120 else f"{s // 60} min {s % 60:02d} s"
-
-
-def table(header: list[str], rows: Iterable[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def span(values: Iterable[float | None], f: Callable[[float], str] = num) -> str:
-    """``a`` when all values print the same, else ``lo-hi`` (missing values left out)."""
-    vals = sorted(v for v in values if v is not None)
-    if not vals:
-        return "-"
-    lo, hi = f(vals[0]), f(vals[-1])
-    if lo == hi:
-        return lo
-    return f"{lo} to {hi}" if "e" in lo + hi else f"{lo}–{hi}"
-
-
-def given(v: float | list[float]) -> str:
-    """A value as the notes give it (``7``, ``38.5``, ``1.06e-1``)."""
-    if isinstance(v, list):
-        return ", ".join(given(x) for x in v)
-    return f"{v:g}" if 1e-2 <= abs(v) < 1e5 else sci(v)
-
-
-def level(text: str) -> str:
-    """A loss level from a key suffix: ``0.001`` -> ``1e-3``."""
-    return sci(float(text), 1).replace(".", "")
-
-
 # --------------------------------------------------------------------------- blocks
-
-
-def load_text(run: dict[str, Any], what: str = "the run") -> str:
-    """The load seen during a saved run, and what else ran, as recorded."""
-    lo, hi = run["load_1min"]
-    span = f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f}"
-    text = f"1-minute load average {span} during {what}, which it includes"
-    return text + (f"; {run['note']}" if run.get("note") else "")
-
-
-def machine_line(saved: Saved) -> str:
-    """Where and when the default runs were measured, and how loaded the machine was."""
-    run = saved.run()
-    return f"{run['machine']}, {run['date']}, {load_text(run, 'the whole default run')}"
 
 
 def block_demo_timing(saved: Saved) -> str:
@@ -228,7 +107,7 @@ def block_fig2_paper(saved: Saved) -> str:
     names = {"nuclear": "minimum nuclear norm", "depth2": "depth 2 (matrix factorization)",
              "depth3": "depth 3 (deep matrix factorization)"}
     body = table(["method", "reported", f"measured (mean, [min, max] over {max(seeds)} seeds)"], (
-        [names[m], sci(saved.reported("fig2", f"recon_error_{m}_m2000")),
+        [names[m], sci(saved.reported("fig2", summary_keys.RECON_ERROR_AT_M.format(method=m, m=2000))),
          f"{sci(by[m, 2000]['recon_error_mean'])} [{sci(by[m, 2000]['recon_error_min'])}, "
          f"{sci(by[m, 2000]['recon_error_max'])}]"] for m in names))
     ms = sorted({r["m"] for r in rows})
@@ -246,7 +125,8 @@ def block_fig3_paper(saved: Saved) -> str:
     depths = sorted({r["depth"] for r in rows})
     head = ["", *[f"depth {d}" for d in depths]]
     lines = [["reported error (completion)",
-              *[sci(saved.reported("fig3", f"recon_error_completion_depth{d}"))
+              *[sci(saved.reported("fig3", summary_keys.RECON_ERROR_AT_DEPTH.format(problem="completion",
+                                                                           depth=d)))
                 for d in depths]]]
     for problem in ("completion", "sensing"):
         if all((problem, d) in by for d in depths):
@@ -256,7 +136,7 @@ def block_fig3_paper(saved: Saved) -> str:
     k = sum(1 for key in deep if key.startswith("sigma"))
     top = [deep[f"sigma{i}"] for i in range(1, 6)]
     rest = max(deep[f"sigma{i}"] for i in range(6, k + 1))
-    rep = saved.reported("fig3", "final_top5_depth3")
+    rep = saved.reported("fig3", summary_keys.FINAL_TOP5_DEPTH3)
     steps = ", ".join(f"{by['completion', d]['steps']:,}" for d in depths)
     return (table(head, lines) + f"\n\nGD steps per depth: {steps}. Depth {max(depths)} "
             f"(completion) ends with singular values {', '.join(num(v) for v in top)} and the "
@@ -267,8 +147,8 @@ def block_fig3_paper(saved: Saved) -> str:
 def _rise(saved: Saved, depth: int, problem: str = "completion") -> list[int]:
     s = saved.summary("fig3")["summary"]
     out, r = [], 1
-    while f"rise_step_{problem}_depth{depth}_sigma{r}" in s:
-        out.append(s[f"rise_step_{problem}_depth{depth}_sigma{r}"])
+    while (key := summary_keys.RISE_STEP.format(problem=problem, depth=depth, r=r)) in s:
+        out.append(s[key])
         r += 1
     return out
 
@@ -277,17 +157,19 @@ def block_fig3_default(saved: Saved) -> str:
     m = saved.measured("fig3")
     st = saved.status("fig3")
     cfg = st["config"]
-    errs = ", ".join(f"depth {d}: {err(m.get(f'recon_error_completion_depth{d}'))} (reported "
-                     f"{sci(saved.reported('fig3', f'recon_error_completion_depth{d}'))})"
-                     for d in cfg["depths"])
-    top = m["final_top5_depth3"]
+    def error_key(d: int) -> str:
+        return summary_keys.RECON_ERROR_AT_DEPTH.format(problem="completion", depth=d)
+
+    errs = ", ".join(f"depth {d}: {err(m.get(error_key(d)))} (reported "
+                     f"{sci(saved.reported('fig3', error_key(d)))})" for d in cfg["depths"])
+    top = m[summary_keys.FINAL_TOP5_DEPTH3]
     rise = [int(v) for v in _rise(saved, 3)[:5]]
     rise1 = [int(v) for v in _rise(saved, 1)[:5]]
     return (f"Default size ({', '.join(f'{s:,}' for s in cfg['steps'])} steps for depths "
             f"{', '.join(str(d) for d in cfg['depths'])}; {round(st['seconds'])} s): completion "
             f"errors {errs}. Depth 3 ends with top singular values "
             f"{', '.join(num(v) for v in top)} (reported, another ground truth: "
-            f"{given(saved.reported('fig3', 'final_top5_depth3'))}). The "
+            f"{given(saved.reported('fig3', summary_keys.FINAL_TOP5_DEPTH3))}). The "
             f"first five reach half their final value at steps {', '.join(map(str, rise))} at "
             f"depth 3, against {', '.join(map(str, rise1))} at depth 1.")
 
@@ -301,11 +183,12 @@ def block_fig2_default(saved: Saved) -> str:
     names = {"nuclear": "min nuclear norm", "depth2": "depth 2", "depth3": "depth 3"}
 
     def cell(method: str, m: int) -> str:
-        text = err(s.get(f"recon_error_{method}_m{m}"))
+        text = err(s.get(summary_keys.RECON_ERROR_AT_M.format(method=method, m=m)))
         notes = []
         if m == 2000:
             text = f"**{text}**"
-            notes.append(f"reported {sci(saved.reported('fig2', f'recon_error_{method}_m2000'))}")
+            reported = saved.reported("fig2", summary_keys.RECON_ERROR_AT_M.format(method=method, m=2000))
+            notes.append(f"reported {sci(reported)}")
         mine = [r for r in runs if r["method"] == method and r["m"] == m]
         if any(r["status"] != "converged" for r in mine):
             notes.append(f"loss still above {level(str(cfg['stop_loss']))} at the step limit")
@@ -333,8 +216,8 @@ def block_norms_readme(saved: Saved) -> str:
     cfg = saved.status("norms")["config"]
     rows = _norms_rows(saved)
     levels = ("1e-2", "1e-3", "1e-4")
-    got = [m.get(f"abs_w11_at_loss_{x}") for x in levels]
-    rep = [saved.reported("norms", f"abs_w11_at_loss_{x}") for x in levels]
+    got = [m.get(summary_keys.ABS_W11_AT_LOSS.format(level=x)) for x in levels]
+    rep = [saved.reported("norms", summary_keys.ABS_W11_AT_LOSS.format(level=x)) for x in levels]
     reached = [x for x, g in zip(levels, got, strict=True) if g is not None]
     deep = max(cfg["depths"])
     gf = next(r for r in rows if r["run"] == f"gf_balanced_depth{deep}")
@@ -342,7 +225,7 @@ def block_norms_readme(saved: Saved) -> str:
     n2 = sum(1 for r in rows if r["method"] == "GD" and r["depth"] == 2)
     rnd3 = [r for r in rows if r["method"] == "GD" and r["depth"] == 3 and r["init"] == "random"]
     flip3 = sum(1 for r in rnd3 if r.get("sign_flips"))
-    flips = m["gf_depth3plus_sign_flips"]
+    flips = m[summary_keys.GF_DEPTH3PLUS_SIGN_FLIPS]
     sign = ("never changes sign" if flips == 0 else f"changes sign {flips} time(s)")
     return (f"Gradient flow from a balanced start with det > 0 (depth {deep}) gives |W11| = "
             f"{', '.join(num(g) for g in got if g is not None)} when the loss first reaches "
@@ -373,9 +256,8 @@ def block_norms_table(saved: Saved) -> str:
         flips = [int(r["sign_flips"]) for r in ok]
         lines.append([label, span((r["final_loss"] for r in ok), lambda v: sci(v, 2) if v < 0.1
                                   else f"{v:.2g}"),
-                      span(r.get("abs_w11_at_loss_1e-02") for r in ok),
-                      span(r.get("abs_w11_at_loss_1e-03") for r in ok),
-                      span(r.get("abs_w11_at_loss_1e-04") for r in ok),
+                      *(span(r.get(summary_keys.ABS_W11_AT_LOSS.format(level=lv)) for r in ok)
+                        for lv in ("1e-02", "1e-03", "1e-04")),
                       span(r["abs_w11"] for r in ok),
                       span((r["w11_times_sqrt_2loss"] for r in ok), lambda v: f"{v:.3f}"),
                       ", ".join(map(str, flips)) if len(set(flips)) > 1 else str(flips[0])])
@@ -393,7 +275,7 @@ def block_fig1_regression_readme(saved: Saved) -> str:
     m = saved.measured("fig1-regression")
     cfg = saved.status("fig1-regression")["config"]
     on = _measured_on(saved, "fig1-regression")
-    sp = {(p, d): m.get(f"p{p}_speedup_depth{d}") for p in (2, 4) for d in (2, 3)}
+    sp = {(p, d): m.get(summary_keys.SPEEDUP.format(p=p, depth=d)) for p in (2, 4) for d in (2, 3)}
     del cfg
     return (f"Left (`fig1-regression`, default: {on}): the speed-up of depth 2 and depth 3 over "
             f"the linear model (iterations to the lowest excess loss both reach, linear / deep) "
@@ -462,8 +344,14 @@ def block_fig1_regression_headline(saved: Saved) -> str:
     s = saved.summary("fig1-regression")["summary"]
 
     def cross(p: int, d: int, other: str) -> str:
-        v = s.get(f"p{p}_crossing_depth{d}_vs_{other}")
+        v = s.get(summary_keys.CROSSING.format(p=p, depth=d, other=other))
         return "never" if v is None else f"{round(v):,}"
+
+    def speedup(p: int, d: int) -> str:
+        return _x(s.get(summary_keys.SPEEDUP.format(p=p, depth=d)))
+
+    def excess(method: str) -> str:
+        return sci(s.get(summary_keys.FINAL_EXCESS.format(p=4, method=method)))
 
     def both(p: int, other: str) -> str:
         a, b = cross(p, 2, other), cross(p, 3, other)
@@ -471,24 +359,22 @@ def block_fig1_regression_headline(saved: Saved) -> str:
 
     lines = [
         f"- Speed-up of depth N over the linear model (iterations to the lowest excess loss both "
-        f"reach): p = 4: {_x(s.get('p4_speedup_depth2'))} for depth 2 and "
-        f"{_x(s.get('p4_speedup_depth3'))} for depth 3; p = 2: {_x(s.get('p2_speedup_depth2'))} "
-        f"and {_x(s.get('p2_speedup_depth3'))}.",
+        f"reach): p = 4: {speedup(4, 2)} for depth 2 and {speedup(4, 3)} for depth 3; p = 2: "
+        f"{speedup(2, 2)} and {speedup(2, 3)}.",
         f"- Iteration from which the depth-N curve stays below another one, p = 4: vs linear GD "
         f"{both(4, 'gd')}; vs AdaGrad {both(4, 'adagrad')}; vs AdaDelta {both(4, 'adadelta')}. "
         f"p = 2, vs linear GD: {both(2, 'gd')}.",
         f"- Final excess of the end-to-end rule / of GD on the network: p = 4: "
         f"{_r(s, 4, 2)} (N = 2) and {_r(s, 4, 3)} (N = 3); p = 2: {_r(s, 2, 2)} and "
         f"{_r(s, 2, 3)}.",
-        f"- Final excess, p = 4: AdaDelta {sci(s.get('p4_adadelta_final_excess'))}, GD on depth 2 "
-        f"{sci(s.get('p4_gd_depth2_final_excess'))}, linear GD "
-        f"{sci(s.get('p4_gd_depth1_final_excess'))}.",
+        f"- Final excess, p = 4: AdaDelta {excess('adadelta')}, GD on depth 2 "
+        f"{excess('gd_depth2')}, linear GD {excess('gd_depth1')}.",
     ]
     return "\n".join(lines)
 
 
 def _r(s: dict[str, Any], p: int, d: int) -> str:
-    v = s.get(f"p{p}_e2e_depth{d}_final_excess_ratio")
+    v = s.get(summary_keys.E2E_EXCESS_RATIO.format(p=p, depth=d))
     return "-" if v is None else f"{v:.2g}"
 
 
@@ -668,135 +554,6 @@ def write(files: Iterable[Path] | None = None, saved: Saved | None = None) -> li
             path.write_text(new, encoding="utf-8")
             changed.append(path)
     return changed
-
-
-# --------------------------------------------------------------------------- collect
-
-
-def _strip_paths(value: Any, base: Path) -> Any:
-    """Absolute paths inside ``base`` made relative to it (other values unchanged)."""
-    if isinstance(value, dict):
-        return {k: _strip_paths(v, base) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strip_paths(v, base) for v in value]
-    if isinstance(value, str) and os.path.isabs(value):
-        p = Path(value)
-        return str(p.relative_to(base)) if p.is_relative_to(base) else p.name
-    return value
-
-
-def _load_range(log: Path | None, start: float, end: float) -> list[float]:
-    """1-minute load averages logged as ``HH:MM:SS l1 l5 l15 ...`` lines (UTC) within the run."""
-    if log is None:
-        load = os.getloadavg()[0]
-        return [load, load]
-    day = dt.datetime.fromtimestamp(start, dt.UTC).date()
-    vals = []
-    for line in log.read_text().splitlines():
-        parts = line.split()
-        if len(parts) < 2:
-            continue
-        t = dt.datetime.combine(day, dt.time.fromisoformat(parts[0]), dt.UTC).timestamp()
-        if start <= t <= end:
-            vals.append(float(parts[1]))
-    return [min(vals), max(vals)] if vals else [math.nan, math.nan]
-
-
-def collect_run(src: Path, out: Path) -> dict[str, Any]:
-    """Save one finished run folder's ``summary.json``, ``status.json`` and metric tables (CSV)
-    into ``out`` (absolute paths made relative); returns its status."""
-    src = src.resolve()
-    status = json.loads((src / "status.json").read_text())
-    if status["status"] not in ("done", "partial"):
-        raise SystemExit(f"{src}: status {status['status']!r}; not saving it")
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for name in ("summary.json", "status.json"):
-        data = _strip_paths(json.loads((src / name).read_text()), src)
-        (out / name).write_text(json.dumps(data, indent=1) + "\n")
-    for table_file in sorted(src.glob("*.csv")):
-        shutil.copyfile(table_file, out / table_file.name)
-    return status
-
-
-def collect(run_dir: Path, dest: Path = DEFAULT, load_log: Path | None = None,
-            note: str | None = None) -> None:
-    """Copy a finished ``deeplinear reproduce`` output folder's results into ``dest``."""
-    run_dir = run_dir.resolve()
-    statuses = {exp: collect_run(run_dir / exp, dest / exp) for exp in EXPERIMENTS}
-    verify = run_dir / "verify.json"
-    shutil.copyfile(verify, dest / "verify.json")
-    start = min(s["started"] for s in statuses.values())
-    last = max(s["finished"] for s in statuses.values())
-    verify_done = verify.stat().st_mtime
-    end = max(verify_done, (run_dir / "report.html").stat().st_mtime)
-    import jax
-    import numpy as np
-
-    from deeplinear._native import cpu_model
-
-    cores = os.cpu_count() or 0
-    info = {
-        "command": "deeplinear reproduce --out runs/demo",
-        "date": dt.datetime.fromtimestamp(start, dt.UTC).strftime("%Y-%m-%d"),
-        "started_utc": dt.datetime.fromtimestamp(start, dt.UTC).strftime("%H:%M:%S"),
-        "finished_utc": dt.datetime.fromtimestamp(end, dt.UTC).strftime("%H:%M:%S"),
-        "wall_seconds": round(end - start, 1),
-        "verify_seconds": round(verify_done - last, 1),
-        "cores": cores,
-        "machine": f"{cores}-core CPU machine ({cpu_model()}, {platform.machine()})",
-        "load_1min": _load_range(load_log, start, end),
-        "note": note,
-        "versions": {"python": platform.python_version(), "jax": jax.__version__,
-                     "numpy": np.__version__},
-    }
-    (dest / "run.json").write_text(json.dumps(info, indent=1) + "\n")
-
-
-def time_tests(dest: Path = RESULTS / "test-suite.json", note: str | None = None) -> int:
-    """Run the default test suite as `make test` does, and save its wall time, its counts and
-    the load average seen while it ran (sampled every 10 s)."""
-    import subprocess
-    import threading
-    import time
-
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    loads: list[float] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(10.0):
-            loads.append(os.getloadavg()[0])
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    start = time.time()
-    sampler.start()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    wall = time.time() - start
-    done.set()
-    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    from deeplinear._native import cpu_model
-
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|deselected|errors?)",
-                                                tail)}
-    cores = os.cpu_count() or 0
-    info = {
-        "command": "python -m pytest -q",
-        "date": dt.datetime.fromtimestamp(start, dt.UTC).strftime("%Y-%m-%d"),
-        "wall_seconds": round(wall, 1),
-        "counts": counts,
-        "exit_status": proc.returncode,
-        "failed_tests": [ln.split(" ", 1)[1].split(" - ")[0] for ln in proc.stdout.splitlines()
-                         if ln.startswith(("FAILED ", "ERROR "))],
-        "cores": cores,
-        "machine": f"{cores}-core CPU machine ({cpu_model()}, {platform.machine()})",
-        "load_1min": [min(loads), max(loads)] if loads else [os.getloadavg()[0]] * 2,
-        "note": note,
-    }
-    dest.write_text(json.dumps(info, indent=1) + "\n")
-    print(tail)
-    return proc.returncode
 
 
 def main(argv: list[str] | None = None) -> int:

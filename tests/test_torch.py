@@ -291,7 +291,7 @@ def test_importing_deeplinear_does_not_import_torch(tmp_path):
             "try:\n    import deeplinear.torch\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, cwd=tmp_path).stdout.strip()
-    assert out == "deeplinear.torch needs PyTorch: pip install 'deeplinear[torch]'"
+    assert out == "deeplinear.torch needs torch, which is not installed: pip install 'deeplinear[torch]'"
 
 
 # ------------------------------------------------------------------------------ fig1-cnn twin

@@ -188,8 +188,13 @@ def test_parse_override_long_number_is_a_string() -> None:
 
 
 def test_console_script_is_main() -> None:
+    """The command enters through ``deeplinear.__main__`` (one line when the cli extra is
+    missing), which runs ``deeplinear.cli.main``."""
     pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
-    assert pyproject["project"]["scripts"]["deeplinear"] == "deeplinear.cli:main"
+    assert pyproject["project"]["scripts"]["deeplinear"] == "deeplinear.__main__:main"
+    from deeplinear.__main__ import main
+
+    assert main(["list"]) == 0
 
 
 @pytest.mark.parametrize("argv", [["run"], ["run", "fig2", "--bogus"], ["nosuchcmd"],

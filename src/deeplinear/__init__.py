@@ -15,9 +15,15 @@ The public API, in one place (each name is documented where it is defined):
   ``deeplinear.dynamics``;
 * measuring: ``deeplinear.metrics`` (norms, ranks, errors) and ``deeplinear.curves`` (reading
   trajectories);
-* the rest, by module: ``baselines`` (minimum nuclear norm), ``theory`` (one numerical check per
-  statement), ``experiments`` (one per figure), ``overparam`` (overparameterized equinox models),
+* the rest, by module: ``baselines`` (minimum nuclear norm), ``completion`` (deep matrix
+  factorization as a scikit-learn estimator), ``tensor`` (CP and hierarchical tensor
+  factorizations), ``theory`` (one numerical check per statement), ``experiments`` (one per
+  figure), ``overparam`` (overparameterized equinox models), ``torch`` (the same for PyTorch),
   ``data``, ``store``, ``sweep``, ``report``, ``config``, ``cli``.
+
+Installed alone (``pip install deeplinear``), the package has its mathematical core; the command
+line, the experiments' data and baselines, Dask and PyTorch come with extras
+(``pip install 'deeplinear[all]'``), and a module that needs a missing one says which in one line.
 
 Precision: importing the package changes nothing in JAX's configuration. Every function computes
 in the dtype of its inputs, initializers and data generators take ``dtype`` (default JAX's
@@ -32,6 +38,7 @@ from typing import Any
 
 import jax
 
+from deeplinear._optional import needs_extra
 from deeplinear.network import (
     balanced_init,
     balancedness,
@@ -56,9 +63,13 @@ from deeplinear.simulate import end_to_end_descent, end_to_end_gradient_flow
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("baselines", "cli", "config", "curves", "data", "dynamics", "experiments",
-               "metrics", "network", "overparam", "problems", "report", "simulate", "store",
-               "sweep", "theory", "train")
+_SUBMODULES = ("baselines", "cli", "completion", "config", "curves", "data", "dynamics",
+               "experiments", "metrics", "network", "overparam", "problems", "report", "simulate",
+               "store", "sweep", "tensor", "theory", "torch", "train")
+"""The public modules: each loads on first use (``deeplinear.torch`` imports PyTorch only then)."""
+_NEED_EXTRAS = ("cli", "completion", "torch")
+"""Modules that need an extra to import (``cli``; ``experiments``; ``torch``): left out of
+``__all__``, so ``from deeplinear import *`` works with the core alone and never imports torch."""
 
 __all__ = [
     "CustomLoss",
@@ -82,7 +93,7 @@ __all__ = [
     "sample_completion",
     "sample_sensing",
     "with_det_sign",
-    *_SUBMODULES,
+    *(m for m in _SUBMODULES if m not in _NEED_EXTRAS),
 ]
 
 
@@ -99,7 +110,13 @@ def float64() -> contextlib.AbstractContextManager:
 
 
 def __getattr__(name: str) -> Any:
-    """``deeplinear.theory`` and the other submodules load on first use."""
+    """``deeplinear.theory`` and the other submodules load on first use (PEP 562); one that needs
+    a missing extra raises :class:`deeplinear._optional.MissingExtraError`, one line naming it."""
     if name in _SUBMODULES:
-        return importlib.import_module(f"deeplinear.{name}")
+        with needs_extra(f"deeplinear.{name}"):
+            return importlib.import_module(f"deeplinear.{name}")
     raise AttributeError(f"module 'deeplinear' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SUBMODULES})

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deeplinear._dtype import in_float64
+from deeplinear._optional import require
 
 __all__ = [
     "hard_impute",
@@ -382,7 +383,7 @@ def _run_admm(op, y: np.ndarray, tol: float, rtol: float, max_iters: int, svd: s
 
 
 def _run_cvxpy(X_var, measured, y: np.ndarray, tol: float, eps: float, max_iters: int) -> tuple:
-    import cvxpy as cp
+    cp = require("cvxpy", "solver='cvxpy'")
 
     cons = [measured == y] if tol == 0 else [cp.abs(measured - y) <= tol]
     prob = cp.Problem(cp.Minimize(cp.normNuc(X_var)), cons)
@@ -460,7 +461,7 @@ def min_nuclear_norm_completion(
                                  jnp.zeros(shape, jnp.float64))
             X, iters, status, secs = _run_admm(op, y, tol, rtol, max_iters, svd, feas_tol)
     elif solver == "cvxpy":
-        import cvxpy as cp
+        cp = require("cvxpy", "solver='cvxpy'")
 
         X_var = cp.Variable(shape)
         measured = cp.vec(X_var, order="C")[rows * shape[1] + cols]
@@ -513,7 +514,7 @@ def min_nuclear_norm_sensing(
             op = _Sensing(jnp.asarray(A_flat), jnp.asarray(chol), jnp.zeros((n1, n2), jnp.float64))
             X, iters, status, secs = _run_admm(op, y, tol, rtol, max_iters, svd, feas_tol)
     elif solver == "cvxpy":
-        import cvxpy as cp
+        cp = require("cvxpy", "solver='cvxpy'")
 
         X_var = cp.Variable((n1, n2))
         measured = A_flat @ cp.vec(X_var, order="C")

@@ -24,7 +24,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from deeplinear.config import ConfigError, dump_toml, one_line, short, short_path, validate
-from deeplinear.experiments.base import Experiment, NullProgress
+from deeplinear.experiments.base import Experiment, NullProgress, Status
 from deeplinear.report import dumps_checks, fmt, write_report
 from deeplinear.store import (
     RunOutcome,
@@ -331,7 +331,7 @@ def _outcomes_table(outcomes: list[RunOutcome],
     for col in ("experiment", "run id", *keys, "status", "seconds", "note"):
         table.add_column(escape(col), overflow="fold")
     for o in outcomes:
-        style = {"done": "green", "partial": "yellow"}.get(o.status, "red")
+        style = {Status.DONE: "green", Status.PARTIAL: "yellow"}.get(o.status, "red")
         note = "already done" if o.skipped else (o.error or "")
         if o.divergences:
             note = "; ".join(filter(None, [note, f"{len(o.divergences)} diverged: "
@@ -466,16 +466,16 @@ def _divergence_lines(outcome: RunOutcome, limit: int = 10) -> list[str]:
 
 def _finish_run(outcome: RunOutcome) -> None:
     path = Path(outcome.path)
-    if outcome.status == "failed":
+    if outcome.status == Status.FAILED:
         typer.echo(f"error: {outcome.experiment} failed: {outcome.error} "
                    f"(traceback in {path / 'error.txt'})", err=True)
         raise typer.Exit(1)
     summary = json.loads((path / "summary.json").read_text())["summary"]
     out_console.print(_summary_table(f"{outcome.experiment} ({outcome.status})", summary))
     typer.echo(f"run folder: {path}  ({outcome.seconds:.1f} s)")
-    if outcome.status != "done":
+    if outcome.status != Status.DONE:
         what = ("some training runs diverged; the other results are valid"
-                if outcome.status == "partial" else "no valid result (every training run diverged)")
+                if outcome.status == Status.PARTIAL else "no valid result (every training run diverged)")
         typer.echo("\n".join([f"error: {outcome.experiment} {outcome.status}: {what}",
                               *_divergence_lines(outcome)]), err=True)
         raise typer.Exit(1)
@@ -526,7 +526,7 @@ def sweep_cmd(
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items() if v)
     typer.echo(f"sweep {out_dir}: {len(specs)} runs ({counts}); "
                f"{result.skipped} were already finished")
-    if any(result.counts.get(k) for k in ("failed", "partial", "diverged")):
+    if any(result.counts.get(k) for k in (Status.FAILED, Status.PARTIAL, Status.DIVERGED)):
         typer.echo("error: some runs are not done (see the status column above)", err=True)
         raise typer.Exit(1)
 
@@ -624,7 +624,7 @@ def reproduce_cmd(
         out_console.print(_checks_table(checks))
         n_fail = sum(not c["passed"] for c in checks)
     typer.echo(f"report: {html_path} and {md_path}")
-    bad = [o for o in outcomes if o.status != "done"]
+    bad = [o for o in outcomes if o.status != Status.DONE]
     if bad or n_fail:
         lines = [f"error: {len(bad)} experiment(s) not done, {n_fail} check(s) failed"]
         for o in bad:
@@ -642,7 +642,7 @@ def _reproduce_one(exp: Experiment, preset: str, run_dir: Path,
         cfg = validate(exp.config_model, spec.config)
         return execute_run(exp, cfg, run_dir, progress=progress)
     except ValueError as err:  # ConfigError included
-        return RunOutcome("-", exp.name, "failed", 0.0, str(run_dir), " ".join(str(err).split()))
+        return RunOutcome("-", exp.name, Status.FAILED, 0.0, str(run_dir), " ".join(str(err).split()))
 
 
 @app.command("complete", epilog=_examples("complete"))

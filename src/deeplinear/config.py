@@ -17,7 +17,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import math
 import reprlib
 import stat
 import tomllib
@@ -27,6 +26,8 @@ from typing import Annotated, Any, TypeVar
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from deeplinear._format import jsonable
 
 __all__ = [
     "build_config",
@@ -417,14 +418,16 @@ def build_config(
 
 
 def _plain(value: Any) -> Any:
-    """JSON/TOML-friendly copy: tuples to lists, ``None`` dropped (TOML has no null)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+    """JSON/TOML-friendly copy (:func:`deeplinear._format.jsonable`) with ``None`` keys dropped:
+    TOML has no null, and NaN or inf (a value that does not exist) become ``None`` first."""
+    value = jsonable(value)
+
+    def drop(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: drop(x) for k, x in v.items() if x is not None}
+        return [drop(x) for x in v] if isinstance(v, list) else v
+
+    return drop(value)
 
 
 def config_dict(config: BaseModel) -> dict[str, Any]:

@@ -255,13 +255,8 @@ class MatrixCompletion(Problem):
 
 # --------------------------------------------------------------------------- sparse completion step
 
-# Cost model of one gradient step (nanoseconds), fitted to step times measured on the 2-core AMD
-# EPYC (Zen 4) of BENCHMARKS.md, XLA:CPU, float64 (benchmarks/bench_sparse.py and the grid in its
-# section): depth 2-4, n = 2..2000, hidden widths 20..n, 1-100% observed. Relative to a multiply-add
-# of a dense product, a nonzero x column of the CSR sparse-dense product costs ~3 (2 at n = 100,
-# 4-5 at n = 2000), an observed entry x width sampled by XLA's gathers ~25 (by the native kernel
-# of ``_native`` ~5), and the dense step's zero-fill and scatter of its d_N x d_0 gradient ~40 per
-# entry. Other machines move the crossover; ``train(..., sparse=True/False)`` overrides the rule.
+# The cost model of one gradient step (nanoseconds): its formula, where these constants were
+# measured and what they mean are in sparse_is_cheaper's docstring (stated once, there).
 _NS_GEMM = 0.025  # per multiply-add of a dense product
 _NS_SPMM = 0.075  # per nonzero x column of a CSR sparse-dense product
 _NS_SDDMM = 0.625  # per observed entry x width, gathering the rows of both factors
@@ -372,9 +367,20 @@ def sparse_is_cheaper(problem: Problem, dims: Sequence[int]) -> bool:
         sparse  iff  min_k [ 0.025 P_k + 0.075 * 2 m d_k + min(s m d_k, 0.025 d_N d_k d_0) ]
                      + 1000  <  0.025 P + 1.0 d_N d_0          (nanoseconds)
 
-    with ``s = 0.12`` where the native sampling kernel is available (:mod:`deeplinear._native`:
-    CPU, float32/float64, a C++ compiler) and ``s = 0.625`` (XLA's gathers) otherwise;
-    coefficients fitted on the benchmark machine (``_NS_*``). For depth 3 and width ``n``
+    with ``s = 0.12`` where the native sampling kernel is available (``deeplinear._native``:
+    CPU, float32/float64, a C++ compiler) and ``s = 0.625`` (XLA's gathers) otherwise.
+
+    The coefficients (``_NS_*`` in the source) were fitted to step times measured on the 2-core
+    AMD EPYC (Zen 4) of BENCHMARKS.md, XLA:CPU, float64 (``benchmarks/bench_sparse.py`` and the
+    grid in its section): depth 2-4, n = 2..2000, hidden widths 20..n, 1-100% observed. Relative
+    to a multiply-add of a dense product (0.025 ns), a nonzero x column of the CSR sparse-dense
+    product costs ~3 (2 at n = 100, 4-5 at n = 2000), an observed entry x width sampled by XLA's
+    gathers ~25 (by the native kernel ~5), the dense step's zero-fill and scatter of its
+    ``d_N x d_0`` gradient ~40 per entry, and each of the two sparse kernel calls of a step
+    500 ns. Other machines move the crossover; ``train(..., sparse=True/False)`` overrides the
+    rule.
+
+    For depth 3 and width ``n``
     (``n x n``) the dense products drop from 6 n^3 to 3 n^3 multiply-adds (4 n^3 when the
     observed entries are read off a dense product) and the sparse work adds ``~11 m n``
     multiply-add equivalents: sparse below about 1/3 observed from n ~ 30

@@ -59,8 +59,8 @@ def end_to_end_descent(
     ``W ← (1 - ηλN) W - η Σ_j [WWᵀ]^{(j-1)/N} ∇ℓ(W) [WᵀW]^{(N-j)/N}``.
 
     Returns a :class:`~deeplinear.train.TrainResult` whose ``state`` and ``W`` are the final
-    end-to-end matrix; ``status`` is "converged" (``stop_loss`` reached), "max_steps" or
-    "diverged" (with ``diverged_step``), exactly as for factor training.
+    end-to-end matrix; ``status`` is a :class:`~deeplinear.train.Status` (``CONVERGED``: ``stop_loss``
+    reached, ``MAX_STEPS`` or ``DIVERGED`` with ``diverged_step``), exactly as for factor training.
     """
     W0 = _validate(W0, problem, depth)
     if not lr > 0:

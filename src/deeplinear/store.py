@@ -24,7 +24,6 @@ import contextlib
 import csv
 import io
 import json
-import math
 import os
 import re
 import shutil
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from deeplinear._format import jsonable
 from deeplinear.config import ConfigError, config_dict, dump_toml, run_id, short_path
 from deeplinear.experiments.base import (
     FINISHED,
@@ -245,27 +245,6 @@ def claim(folder: Path, kind: str) -> None:
 # ---------------------------------------------------------------- values
 
 
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON-ready copy: arrays to lists, numpy scalars and enums to Python, nan/inf to None."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, Status):
-        return str(value)
-    if isinstance(value, float):
-        return _finite_or_none(value)  # JSON has no nan/inf: a value that does not exist is null
-    return value
-
-
 def write_json(path: Path, value: Any) -> None:
     atomic_write(path, json.dumps(jsonable(value), indent=2, allow_nan=False) + "\n")
 
@@ -450,7 +429,7 @@ def execute_run(
         "started": time.time(),
         "pid": os.getpid(),
     }
-    write_json(tmp / "status.json", {**meta, "status": "running"})
+    write_json(tmp / "status.json", {**meta, "status": Status.RUNNING})
     t0 = time.perf_counter()
     error = None
     divergences: list[dict[str, Any]] = []
@@ -590,7 +569,7 @@ class SweepIndex:
             raise ValueError(f"unknown index fields {sorted(bad)}; allowed: {sorted(allowed)}")
         cols = ", ".join(f"{k} = ?" for k in fields)
         sql = "UPDATE runs SET status = ?" + (f", {cols}" if cols else "")
-        if status == "running":
+        if status == Status.RUNNING:
             sql += ", attempts = attempts + 1"
         with self._tx() as db:
             db.execute(sql + " WHERE run_id = ?", (status, *fields.values(), rid))

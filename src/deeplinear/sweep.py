@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deeplinear._optional import needs_extra
 from deeplinear.config import (
     MAX_SEED,
     ConfigError,
@@ -38,7 +39,7 @@ from deeplinear.config import (
     short_path,
     validate,
 )
-from deeplinear.experiments.base import REGISTRY, Experiment, NullProgress, Progress
+from deeplinear.experiments.base import REGISTRY, Experiment, NullProgress, Progress, Status
 from deeplinear.store import (
     RunOutcome,
     SweepIndex,
@@ -315,11 +316,11 @@ def _reconcile(index: SweepIndex, specs: list[RunSpec], runs_root: Path) -> list
         index.add(spec.run_id, spec.experiment, spec.config)
         run_dir = runs_root / spec.run_id
         if is_finished(run_dir, spec.run_id):
-            status = (read_status(run_dir) or {}).get("status", "done")
+            status = (read_status(run_dir) or {}).get("status", Status.DONE)
             if index.status(spec.run_id) != status:
                 index.set_status(spec.run_id, status)
         else:
-            index.set_status(spec.run_id, "pending")
+            index.set_status(spec.run_id, Status.PENDING)
             todo.append(spec)
     return todo
 
@@ -367,13 +368,13 @@ def run_sweep(
                 on_outcome(outcome)
 
         def submitted(spec: RunSpec) -> None:
-            index.set_status(spec.run_id, "running", submitted=time.time())
+            index.set_status(spec.run_id, Status.RUNNING, submitted=time.time())
             if on_submit is not None:
                 on_submit(spec)
 
         def crashed(spec: RunSpec, err: BaseException) -> RunOutcome:
             msg = f"{type(err).__name__}: {err}".splitlines()[0]
-            return RunOutcome(spec.run_id, spec.experiment, "failed", 0.0,
+            return RunOutcome(spec.run_id, spec.experiment, Status.FAILED, 0.0,
                               str(runs_root / spec.run_id), msg)
 
         if scheduler is not None:
@@ -410,7 +411,8 @@ def _run_pool(todo, runs_root, workers, submitted, record, crashed) -> None:  # 
 def _run_dask(todo, runs_root, scheduler, submitted, record, crashed) -> None:  # noqa: ANN001
     if not todo:
         return
-    from distributed import Client, as_completed
+    with needs_extra("--scheduler (a Dask cluster)"):
+        from distributed import Client, as_completed
 
     try:
         client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)

@@ -27,12 +27,12 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-try:
+from deeplinear._optional import needs_extra
+
+with needs_extra("deeplinear.torch"):
     import torch
     from torch import nn
     from torch.nn import functional
-except ImportError:  # pragma: no cover - exercised only without the extra
-    raise ImportError("deeplinear.torch needs PyTorch: pip install 'deeplinear[torch]'") from None
 
 __all__ = [
     "FactorizedConv2d",

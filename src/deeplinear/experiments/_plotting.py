@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from deeplinear._optional import needs_extra
+
 __all__ = ["DPI", "FORMATS", "finite", "pyplot", "save"]
 
 DPI = 150
@@ -28,7 +30,8 @@ _STYLE = {
 
 def pyplot():
     """matplotlib's pyplot on the Agg backend, with the style used by every figure."""
-    import matplotlib
+    with needs_extra("plotting"):
+        import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

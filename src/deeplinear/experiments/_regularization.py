@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 
 def check_depths(name: str, depths: Sequence[int], minimum: int = 1) -> list[int]:
     """``depths`` sorted, checked: a non-empty list of distinct integers >= ``minimum``.
@@ -19,7 +17,3 @@ def check_depths(name: str, depths: Sequence[int], minimum: int = 1) -> list[int
     if len(set(depths)) != len(depths):
         raise ValueError(f"{name} must not repeat a depth, got {depths}")
     return sorted(depths)
-
-
-def fmt(x: float) -> str:
-    return f"{x:.3g}" if np.isfinite(x) else "n/a"

@@ -59,6 +59,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from deeplinear._impute import select_hard_impute, select_soft_impute
+from deeplinear._optional import needs_extra
 from deeplinear.baselines import min_nuclear_norm_completion
 from deeplinear.config import ConfigModel, NonEmptyList, Seed, Size, Steps
 from deeplinear.experiments._plotting import pyplot, save
@@ -277,7 +278,9 @@ def _nrmse(P, M, held_out) -> float:
 
 def run(config: CompletionBenchmarkConfig, progress: Progress | None = None) -> Results:
     """Every method on every dataset and missing rate; held-out NRMSE and wall time."""
-    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+    with needs_extra("the completion-benchmark experiment"):
+        import sklearn  # noqa: F401 - imputers and data sets, checked before any work
+        from threadpoolctl import threadpool_limits  # scikit-learn's dependency
 
     # one BLAS thread: on a shared 2-core machine a second one that loses its core stalls every
     # NumPy product (SoftImpute's SVDs ran up to 50x slower); XLA (deep, nuclear) keeps its pool

@@ -39,6 +39,7 @@ from deeplinear.config import (
     Steps,
 )
 from deeplinear.curves import crossing_step, first_reach
+from deeplinear.experiments import summary_keys
 from deeplinear.experiments._plotting import pyplot, save
 from deeplinear.experiments.base import (
     Experiment,
@@ -326,9 +327,9 @@ def _train_torch(config: Fig1CNNConfig, originals: list[eqx.Module], keys: jax.A
                  over: bool, X: np.ndarray, Y: np.ndarray, batches: np.ndarray,
                  decay_steps: int) -> tuple[np.ndarray, list[float], float | None, int]:
     """As :func:`_train_jax`, in PyTorch from the same initial weights and batches."""
+    side = _import_torch_side()  # before torch itself: a missing extra is one config error line
     import torch
 
-    side = _import_torch_side()
     Xt, Yt = torch.as_tensor(X), torch.as_tensor(Y)
     losses, acc, check, params = [], [], None, 0
     for s, model in enumerate(originals):
@@ -503,15 +504,16 @@ def run(config: Fig1CNNConfig, progress: Progress | None = None) -> Results:
                    "final_loss_seed_std": float(smoothed[ok, -1].std()),
                    "train_accuracy": float(np.mean(good_acc))}
             for level in config.loss_levels:
-                row[f"iters_to_{level:g}"] = first_reach(np.arange(curve.size), curve, level,
-                                                         interpolate=False)
+                row[summary_keys.ITERS_TO.format(level=level)] = first_reach(
+                    np.arange(curve.size), curve, level, interpolate=False)
             rows.append(row)
             res.summary[f"{pre}{name}_initial_loss"] = row["initial_loss"]
             res.summary[f"{pre}{name}_final_loss"] = row["final_smoothed_loss"]
             res.summary[f"{pre}{name}_final_loss_seed_std"] = row["final_loss_seed_std"]
             res.summary[f"{pre}{name}_train_accuracy"] = row["train_accuracy"]
             for level in config.loss_levels:
-                res.summary[f"{pre}{name}_iters_to_{level:g}"] = row[f"iters_to_{level:g}"]
+                res.summary[f"{pre}{name}_" + summary_keys.ITERS_TO.format(level=level)] = row[
+                    summary_keys.ITERS_TO.format(level=level)]
         curves_by_fw[fw] = curves
         if len(curves) == 2:
             a, b = curves["overparameterized"], curves["original"]

@@ -38,6 +38,7 @@ from deeplinear.config import (
     Steps,
 )
 from deeplinear.curves import crossing_step, first_reach
+from deeplinear.experiments import summary_keys
 from deeplinear.experiments._plotting import pyplot, save
 from deeplinear.experiments.base import (
     Experiment,
@@ -51,7 +52,7 @@ from deeplinear.experiments.base import (
 from deeplinear.network import balanced_init, end_to_end
 from deeplinear.problems import LpRegression
 from deeplinear.simulate import end_to_end_descent
-from deeplinear.train import Schedule, train_replicas
+from deeplinear.train import Schedule, Status, train_replicas
 
 __all__ = ["Fig1RegressionConfig", "lp_optimum", "plot", "run"]
 
@@ -146,7 +147,7 @@ def lp_optimum(X: np.ndarray, y: np.ndarray, p: int, *, iters: int = 200) -> tup
 def _select(steps: np.ndarray, excess: np.ndarray, status: np.ndarray, floor: float) -> int | None:
     """Grid search rule "fastest convergence": among non-diverged runs, the one reaching
     ``max(2 × best final excess, floor)`` first (ties: lower final excess)."""
-    ok = (status != "diverged") & np.isfinite(excess[:, -1])
+    ok = (status != Status.DIVERGED) & np.isfinite(excess[:, -1])
     if not ok.any():
         return None
     target = max(2.0 * float(np.min(excess[ok, -1])), floor)
@@ -215,10 +216,10 @@ def run(config: Fig1RegressionConfig, progress: Progress | None = None) -> Resul
                    "status": status, "final_loss": float(loss[-1]),
                    "final_excess": float(excess[-1])}
             for level in config.loss_levels:
-                row[f"iters_to_{level:g}"] = first_reach(steps, excess, level)
+                row[summary_keys.ITERS_TO.format(level=level)] = first_reach(steps, excess, level)
             methods_rows.append(row)
             res.summary[f"p{p}_{method}_lr"] = lr
-            res.summary[f"p{p}_{method}_final_excess"] = float(excess[-1])
+            res.summary[summary_keys.FINAL_EXCESS.format(p=p, method=method)] = float(excess[-1])
 
         def search(method: str, depth: int, optimizer: str, factors: tuple[jax.Array, ...],
                    lrs: list[float], p: int = p, problem: LpRegression = problem,
@@ -250,7 +251,7 @@ def run(config: Fig1RegressionConfig, progress: Progress | None = None) -> Resul
                 if lr is not None:
                     out = end_to_end_descent(end_to_end(factors), problem, lr=lr, depth=depth,
                                              steps=config.steps, schedule=schedule)
-                    if out.status == "diverged":
+                    if out.status == Status.DIVERGED:
                         res.diverged(f"p={p} e2e_depth{depth} (lr {lr:.3g})", out.diverged_step)
                     else:
                         _compare_e2e(res, p, depth, lr, out, curves, lstar, record)
@@ -321,7 +322,7 @@ def _compare_e2e(res: Results, p: int, depth: int, lr: float, out: Any, curves: 
     n = min(len(net), len(e2e))
     res.summary[f"p{p}_e2e_depth{depth}_max_rel_gap"] = float(
         np.max(np.abs(e2e[:n] - net[:n]) / np.abs(net[:n])))
-    res.summary[f"p{p}_e2e_depth{depth}_final_excess_ratio"] = float(
+    res.summary[summary_keys.E2E_EXCESS_RATIO.format(p=p, depth=depth)] = float(
         (e2e[-1] - lstar) / (net[-1] - lstar))
 
 
@@ -339,14 +340,14 @@ def _speedups_and_crossings(res: Results, p: int, curves: dict[str, tuple[np.nda
         # lowest excess both reach (never below rounding of L*): compare iterations there
         level = max(float(e1[-1]), float(e[-1]), 1e-12 * float(e1[0])) * 1.0001
         a, b = first_reach(s1, e1, level), first_reach(s, e, level)
-        res.summary[f"p{p}_speedup_depth{depth}"] = (
+        res.summary[summary_keys.SPEEDUP.format(p=p, depth=depth)] = (
             None if a is None or b is None else a / max(b, 1.0))
         res.summary[f"p{p}_speedup_depth{depth}_level"] = level
         if len(s) == len(s1):
-            res.summary[f"p{p}_crossing_depth{depth}_vs_gd"] = crossing_step(s, e, e1)
+            res.summary[summary_keys.CROSSING.format(p=p, depth=depth, other="gd")] = crossing_step(s, e, e1)
         for other in ("adagrad", "adadelta"):
             if other in curves and len(curves[other][0]) == len(s):
-                res.summary[f"p{p}_crossing_depth{depth}_vs_{other}"] = crossing_step(
+                res.summary[summary_keys.CROSSING.format(p=p, depth=depth, other=other)] = crossing_step(
                     s, e, curves[other][1])
 
 

@@ -42,6 +42,7 @@ from deeplinear.config import (
     Steps,
     short,
 )
+from deeplinear.experiments import summary_keys
 from deeplinear.experiments._plotting import pyplot, save
 from deeplinear.experiments._regularization import check_depths
 from deeplinear.experiments.base import (
@@ -57,7 +58,7 @@ from deeplinear.experiments.base import (
 from deeplinear.metrics import effective_rank, nuclear_norm, reconstruction_error
 from deeplinear.network import gaussian_init
 from deeplinear.problems import low_rank_ground_truth, sample_completion
-from deeplinear.train import Schedule, train
+from deeplinear.train import Schedule, Status, train
 
 __all__ = ["Fig2Config", "plot", "run"]
 
@@ -161,7 +162,7 @@ def run(config: Fig2Config, progress: Progress | None = None) -> Results:
                            effective_rank=float(res.metrics["effective_rank"][-1]),
                            train_loss=float(res.loss[-1]), steps=int(res.stop_step),
                            status=str(res.status))
-                if res.status == "diverged":  # no value of a diverged run is a result
+                if res.status == Status.DIVERGED:  # no value of a diverged run is a result
                     res_all.diverged(f"depth {depth}, m={m}, seed {s}", res.diverged_step)
                     row.update(recon_error=None, nuclear_norm=None, effective_rank=None,
                                train_loss=None)
@@ -169,7 +170,7 @@ def run(config: Fig2Config, progress: Progress | None = None) -> Results:
                     err[j, i, s] = row["recon_error"]
                     nuc[j, i, s] = row["nuclear_norm"]
                     erank[j, i, s] = row["effective_rank"]
-                    if res.status == "max_steps":
+                    if res.status == Status.MAX_STEPS:
                         notes.append(f"depth {depth}, m={m}, seed {s}: stopped at max_steps="
                                      f"{config.max_steps} with train loss {row['train_loss']:.2e}")
                 rows.append(row)
@@ -185,8 +186,8 @@ def run(config: Fig2Config, progress: Progress | None = None) -> Results:
                 recon_error_max=_nanmax(e), nuclear_norm_mean=_nanmean(v),
                 effective_rank_mean=_nanmean(erank[a, i]), seeds_ok=int(np.sum(np.isfinite(e))),
             ))
-            summary[f"recon_error_{method}_m{m}"] = _nanmean(e)
-            summary[f"nuclear_norm_{method}_m{m}"] = _nanmean(v)
+            summary[summary_keys.RECON_ERROR_AT_M.format(method=method, m=m)] = _nanmean(e)
+            summary[summary_keys.NUCLEAR_NORM_AT_M.format(method=method, m=m)] = _nanmean(v)
     summary["ground_truth_nuclear_norm"] = float(np.mean(gt_nuc))
     summary["optimizer"] = config.optimizer
     if res_all.divergences:
@@ -226,7 +227,7 @@ def _headline(config: Fig2Config, methods: list[str], err: np.ndarray) -> list[H
                                  f"run has n = {config.n}, rank {config.rank}, m = {m}")
     opt = "GroupRMSprop" if config.optimizer == "group_rmsprop" else "gradient descent"
     return [
-        Headline(f"recon_error_{method}_m{_NOTES_M}", _nanmean(err[a, i]),
+        Headline(summary_keys.RECON_ERROR_AT_M.format(method=method, m=_NOTES_M), _nanmean(err[a, i]),
                  _DESCRIPTION.get(method, f"reconstruction error of {method} trained by {{opt}}")
                  .format(opt=opt), on, differs)
         for a, method in enumerate(methods)
@@ -322,7 +323,7 @@ EXPERIMENT = register(
         question="With few observed entries, does gradient descent on a deep matrix factorization "
         "complete a low-rank matrix with lower error than the minimum nuclear norm?",
         reported={
-            f"recon_error_{method}_m2000": Reported(
+            summary_keys.RECON_ERROR_AT_M.format(method=method, m=2000): Reported(
                 value, "§E3, blog Table 1: n = 100, rank 5, m = 2000, GroupRMSprop; "
                 f"band: within a factor {factor:g} (seed and solver accuracy)", factor)
             for method, value, factor in (("nuclear", 1.06e-1, 3.0), ("depth2", 5.92e-2, 3.0),

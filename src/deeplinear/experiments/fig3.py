@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from deeplinear._format import number
 from deeplinear.config import (
     ConfigModel,
     Depth,
@@ -33,8 +34,9 @@ from deeplinear.config import (
     Steps,
     short,
 )
+from deeplinear.experiments import summary_keys
 from deeplinear.experiments._plotting import pyplot, save
-from deeplinear.experiments._regularization import check_depths, fmt
+from deeplinear.experiments._regularization import check_depths
 from deeplinear.experiments.base import (
     Experiment,
     Headline,
@@ -48,7 +50,7 @@ from deeplinear.experiments.base import (
 from deeplinear.metrics import reconstruction_error, singular_values
 from deeplinear.network import gaussian_init, identity_init
 from deeplinear.problems import low_rank_ground_truth, sample_completion, sample_sensing
-from deeplinear.train import Schedule, train
+from deeplinear.train import Schedule, Status, train
 
 __all__ = ["Fig3Config", "plot", "rise_steps", "run", "sensing_lr_factor"]
 
@@ -174,25 +176,25 @@ def run(config: Fig3Config, progress: Progress | None = None) -> Results:
             arrays[f"loss_{tag}"] = np.asarray(res.loss)
             row = dict(problem=kind, depth=depth, lr=lr_eff, steps=int(res.stop_step),
                        status=str(res.status))
-            if res.status == "diverged":
+            if res.status == Status.DIVERGED:
                 # the recorded trajectory (up to the last finite iterate) is kept for the plot;
                 # nothing is derived from it: no final values, no rise steps
                 out.diverged(f"{kind}, depth {depth} (lr {lr_eff:.3g})", res.diverged_step)
-                summary[f"recon_error_{tag}"] = None
-                summary[f"final_loss_{tag}"] = None
+                summary[summary_keys.RECON_ERROR_AT_DEPTH.format(problem=kind, depth=depth)] = None
+                summary[summary_keys.FINAL_LOSS_AT_DEPTH.format(problem=kind, depth=depth)] = None
                 rows.append(row)
                 task.advance()
                 continue
             err = float(res.metrics["recon_error"][-1])
             rise = rise_steps(np.asarray(res.steps), sig) if sig.size else np.full(k, np.nan)
             arrays[f"rise_{tag}"] = rise
-            summary[f"recon_error_{tag}"] = err
-            summary[f"final_loss_{tag}"] = float(res.loss[-1])
+            summary[summary_keys.RECON_ERROR_AT_DEPTH.format(problem=kind, depth=depth)] = err
+            summary[summary_keys.FINAL_LOSS_AT_DEPTH.format(problem=kind, depth=depth)] = float(res.loss[-1])
             for r in range(min(config.rank, k)):
-                summary[f"rise_step_{tag}_sigma{r + 1}"] = float(rise[r])
+                summary[summary_keys.RISE_STEP.format(problem=kind, depth=depth, r=r + 1)] = float(rise[r])
             if kind == "completion" and depth == 3 and sig.size:  # the notes' depth-3 panel
                 top5 = tuple(round(float(v), 1) for v in sig[-1, :5])
-                summary["final_top5_depth3"] = ", ".join(f"{v:.1f}" for v in top5)
+                summary[summary_keys.FINAL_TOP5_DEPTH3] = ", ".join(f"{v:.1f}" for v in top5)
             rows.append(dict(row, final_loss=float(res.loss[-1]), recon_error=err,
                              **{f"sigma{r + 1}": float(sig[-1, r]) for r in range(k)}))
             task.advance()
@@ -212,13 +214,13 @@ def _headline(config: Fig3Config, summary: dict, gt_sigma: np.ndarray,
                               f"has n = {config.n}, rank {config.rank}, m = {config.observations}")
     out = []
     for depth in (1, 2, 3):
-        key = f"recon_error_completion_depth{depth}"
+        key = summary_keys.RECON_ERROR_AT_DEPTH.format(problem="completion", depth=depth)
         missing = ("completion" not in config.problems or depth not in config.depths)
         reason = f"this run has no completion run at depth {depth}" if missing else size
         out.append(Headline(key, summary.get(key), f"reconstruction error mean_ij (W - W*)_ij^2 "
                             f"at the end of GD, depth {depth}", on, reason))
     missing = "completion" not in config.problems or 3 not in config.depths
-    out.append(Headline("final_top5_depth3", top5, "top-5 singular values of W at the end of GD, "
+    out.append(Headline(summary_keys.FINAL_TOP5_DEPTH3, top5, "top-5 singular values of W at the end of GD, "
                         "depth 3 (the rest stay near 0)", on,
                         "this run has no completion run at depth 3" if missing else size))
     return out
@@ -246,9 +248,9 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
             tag = f"{kind}_depth{depth}"
             steps = np.asarray(results.arrays.get(f"steps_{tag}", []), dtype=float).reshape(-1)
             sig = np.asarray(results.arrays.get(f"sigma_{tag}", np.zeros((0, 0))), dtype=float)
-            err = results.summary.get(f"recon_error_{tag}")
+            err = results.summary.get(summary_keys.RECON_ERROR_AT_DEPTH.format(problem=kind, depth=depth))
             ax.set_title(f"{kind}, depth {depth}: " + ("diverged" if err is None
-                                                       else f"error {fmt(float(err))}"))
+                                                       else f"error {number(float(err), 3, missing='n/a')}"))
             ax.set_xscale("log")
             ax.set_xlabel("iteration")
             if sig.ndim != 2 or not sig.size or not steps.size:
@@ -296,11 +298,11 @@ EXPERIMENT = register(
         question="Does gradient descent on a deeper factorization learn the singular values one "
         "after another, ending at a lower-rank, lower-error completion?",
         reported={
-            **{f"recon_error_completion_depth{d}": Reported(
+            **{summary_keys.RECON_ERROR_AT_DEPTH.format(problem="completion", depth=d): Reported(
                 v, "§E3, blog Figure 2 titles (8e-1 / 6e-2 / 3e-5 in TAU lecture 8): n = 100, "
                 f"rank 5, m = 2000; band: within a factor {f:g}", f)
                for d, v, f in ((1, 8.19e-1, 1.25), (2, 5.92e-2, 3.0), (3, 2.58e-5, 10.0))},
-            "final_top5_depth3": Reported(
+            summary_keys.FINAL_TOP5_DEPTH3: Reported(
                 (53, 47, 44, 38.5, 33), "§E3, blog Figure 2 depth 3, read off the figure (±1) for "
                 "another random ground truth: shown next to ours, not judged"),
         },

@@ -40,6 +40,7 @@ from deeplinear.config import (
     Tolerance,
 )
 from deeplinear.curves import value_at_first_reach
+from deeplinear.experiments import summary_keys
 from deeplinear.experiments._plotting import pyplot, save
 from deeplinear.experiments._regularization import check_depths
 from deeplinear.experiments.base import (
@@ -61,7 +62,7 @@ from deeplinear.metrics import (
 )
 from deeplinear.network import balanced_init, gaussian_init, with_det_sign
 from deeplinear.problems import completion_2x2, completion_dxd
-from deeplinear.train import Schedule, gradient_flow, train_replicas
+from deeplinear.train import Schedule, Status, gradient_flow, train_replicas
 
 __all__ = ["NormsConfig", "count_sign_flips", "plot", "run"]
 
@@ -154,7 +155,8 @@ def _run_summary(tag: str, loss, metrics, summary, rows, extra) -> None:
                effective_rank=float(metrics["effective_rank"][-1]),
                distance_to_rank1=float(metrics["distance_to_rank1"][-1]), **extra)
     for level in (1e-2, 1e-3, 1e-4):
-        row[f"abs_w11_at_loss_{level:.0e}"] = value_at_first_reach(loss, metrics["abs_w11"], level)
+        row[summary_keys.ABS_W11_AT_LOSS.format(level=f"{level:.0e}")] = value_at_first_reach(
+            loss, metrics["abs_w11"], level)
     rows.append(row)
     summary[f"abs_w11_{tag}"] = w11
     summary[f"final_loss_{tag}"] = final_loss
@@ -182,7 +184,7 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
         arrays[f"loss_{tag}"] = res.loss
         for name, vals in res.metrics.items():
             arrays[f"{name}_{tag}"] = vals
-        if res.status == "diverged":  # nothing is derived from a diverged solve
+        if res.status == Status.DIVERGED:  # nothing is derived from a diverged solve
             out.diverged(f"{tag} (gradient flow)", None)
             rows.append(dict(run=tag, **extra, status=res.status))
             task.advance()
@@ -190,8 +192,9 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
         _run_summary(tag, res.loss, res.metrics, summary, rows, dict(extra, status=res.status))
         if tag == f"gf_balanced_depth{max(config.depths)}":  # the notes' figure: GF, balanced
             for level, name in ((1e-2, "1e-2"), (1e-3, "1e-3"), (1e-4, "1e-4")):
-                summary[f"abs_w11_at_loss_{name}"] = rows[-1][f"abs_w11_at_loss_{level:.0e}"]
-        if res.status != "converged":
+                summary[summary_keys.ABS_W11_AT_LOSS.format(level=name)] = rows[-1][
+                    summary_keys.ABS_W11_AT_LOSS.format(level=f"{level:.0e}")]
+        if res.status != Status.CONVERGED:
             notes.append(f"{tag}: gradient flow ended with status {res.status!r}")
         task.advance()
 
@@ -223,7 +226,7 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
                 status = str(res.status[s])
                 extra = dict(method="GD", init=init, depth=depth, seed=s, status=status,
                              steps=int(res.stop_step[s]))
-                if status == "diverged":  # its records up to the blow-up are kept, not summarized
+                if status == Status.DIVERGED:  # its records up to the blow-up are kept, not summarized
                     out.diverged(f"{tag} (GD, lr {config.lr})", int(res.diverged_step[s]))
                     rows.append(dict(run=tag, **extra))
                     continue
@@ -250,7 +253,7 @@ def run(config: NormsConfig, progress: Progress | None = None) -> Results:
     if deep_gf:
         ratio = np.array([r["w11_times_sqrt_2loss"] for r in deep_gf])
         summary["gf_depth3plus_max_abs_log_w11_sqrt_2loss"] = float(np.max(np.abs(np.log(ratio))))
-        summary["gf_depth3plus_sign_flips"] = int(sum(r["sign_flips"] for r in deep_gf))
+        summary[summary_keys.GF_DEPTH3PLUS_SIGN_FLIPS] = int(sum(r["sign_flips"] for r in deep_gf))
     for r in rows:
         if r["method"] == "gradient flow" and r.get("sign_flips"):
             notes.append(f"{r['run']}: det changed sign under gradient flow at |det| = "
@@ -269,7 +272,7 @@ def _headline(config: NormsConfig, summary: dict) -> list[Headline]:
           f"depth {depth}, up to t = {config.flow_t1:g}")
     out = []
     for level, name in ((1e-2, "1e-2"), (1e-3, "1e-3"), (1e-4, "1e-4")):
-        key = f"abs_w11_at_loss_{name}"
+        key = summary_keys.ABS_W11_AT_LOSS.format(level=name)
         value = summary.get(key)
         reason = None
         if value is None:
@@ -279,8 +282,8 @@ def _headline(config: NormsConfig, summary: dict) -> list[Headline]:
                            "(raise flow_t1)")
         out.append(Headline(key, value, f"|W_11| when the loss first reaches {name} (theory: "
                             f"1/sqrt(2 loss) = {1 / np.sqrt(2 * level):.3g})", on, reason))
-    flips = summary.get("gf_depth3plus_sign_flips")
-    out.append(Headline("gf_depth3plus_sign_flips", flips, "det(W) sign changes along gradient "
+    flips = summary.get(summary_keys.GF_DEPTH3PLUS_SIGN_FLIPS)
+    out.append(Headline(summary_keys.GF_DEPTH3PLUS_SIGN_FLIPS, flips, "det(W) sign changes along gradient "
                         "flow at depth >= 3 (theory: 0, the sign is preserved)",
                         "the 2x2 completion, gradient flow, every depth >= 3 of this run",
                         None if flips is not None or any(d >= 3 for d in config.depths)
@@ -357,7 +360,7 @@ def _plot_w11(plt, results: Results, rows: list[dict], depths: list[int]):
     fig, axes = plt.subplots(1, len(depths), figsize=(3.2 * len(depths) + 1.4, 3.9), sharey=True,
                              squeeze=False, layout="constrained")
     pair = [r for r in rows if _missing(r.get("d")) and f"loss_{r.get('run')}" in results.arrays]
-    gd = [r for r in pair if r.get("method") == "GD" and r.get("status") != "diverged"]
+    gd = [r for r in pair if r.get("method") == "GD" and r.get("status") != Status.DIVERGED]
     max_step = max([float(np.nanmax(results.arrays[f"steps_{r['run']}"], initial=1.0))
                     for r in gd if f"steps_{r['run']}" in results.arrays] or [2.0])
     cnorm = LogNorm(vmin=1, vmax=max(2.0, max_step))
@@ -367,7 +370,7 @@ def _plot_w11(plt, results: Results, rows: list[dict], depths: list[int]):
         here = [r for r in pair if r.get("depth") == depth]
         losses = []
         for r in here:
-            if r.get("status") == "diverged":  # counted in the title, not drawn
+            if r.get("status") == Status.DIVERGED:  # counted in the title, not drawn
                 continue
             if r.get("method") == "gradient flow":
                 loss, w11 = _curve(results, r["run"], "abs_w11")
@@ -382,7 +385,7 @@ def _plot_w11(plt, results: Results, rows: list[dict], depths: list[int]):
             losses.append(loss)
             values.append(w11)
         flips = results.summary.get(f"sign_flips_gd_depth{depth}")
-        lost = sum(1 for r in here if r.get("status") == "diverged")
+        lost = sum(1 for r in here if r.get("status") == Status.DIVERGED)
         ax.set_title(f"depth {depth}: GD det sign flips: {'n/a' if flips is None else flips}"
                      + "".join(_flip_note(r) for r in here if r.get("method") == "gradient flow")
                      + (f"\n({lost} diverged run(s) not shown)" if lost else ""))
@@ -412,7 +415,7 @@ def _plot_w11(plt, results: Results, rows: list[dict], depths: list[int]):
 def _plot_all(plt, results: Results, rows: list[dict]):
     """Gradient-flow runs, one column each: every norm, the effective rank (linear) and the
     distance to rank 1 (log) vs loss; each column's loss axis spans that run's losses."""
-    gf = [r for r in rows if r.get("method") == "gradient flow" and r.get("status") != "diverged"
+    gf = [r for r in rows if r.get("method") == "gradient flow" and r.get("status") != Status.DIVERGED
           and f"loss_{r.get('run')}" in results.arrays]
     n = max(len(gf), 1)
     fig, axes = plt.subplots(3, n, figsize=(max(3.4 * n, 7.0), 7.6), squeeze=False,
@@ -494,7 +497,7 @@ EXPERIMENT = register(
         question="On the 2x2 completion, does gradient flow drive the unobserved entry |W_11| (and "
         "with it every norm) to infinity as the loss goes to 0, while keeping the sign of det W?",
         reported={
-            f"abs_w11_at_loss_{name}": Reported(
+            summary_keys.ABS_W11_AT_LOSS.format(level=name): Reported(
                 value, "§E5, blog Figure 1 read off the figure (depth probably 3, GD lr 3e-3); "
                 "band: within a factor 1.25", 1.25)
             for name, value in (("1e-2", 7.0), ("1e-3", 20.0), ("1e-4", 70.0))

@@ -39,6 +39,7 @@ from deeplinear.config import (
     Steps,
     short,
 )
+from deeplinear.experiments import summary_keys
 from deeplinear.experiments._plotting import pyplot, save
 from deeplinear.experiments.base import (
     Experiment,
@@ -51,7 +52,7 @@ from deeplinear.experiments.base import (
     step_bar,
 )
 from deeplinear.tensor import CPFactorization, cp, cp_ground_truth, cp_rank, sample_tensor_completion
-from deeplinear.train import Schedule, train
+from deeplinear.train import Schedule, Status, train
 
 __all__ = ["TensorCompletionConfig", "plot", "run"]
 
@@ -132,14 +133,14 @@ def run(config: TensorCompletionConfig, progress: Progress | None = None) -> Res
                         progress=step_bar(progress, f"CP m={m} seed {s}", config.max_steps))
             row = dict(method="tf", m=m, seed=s, recon_error=None, tensor_rank=None,
                        train_loss=None, steps=int(out.stop_step), status=str(out.status))
-            if out.status == "diverged":
+            if out.status == Status.DIVERGED:
                 res.diverged(f"tensor factorization m={m} seed {s}", out.diverged_step)
             else:
                 err[0, i, s] = float(out.metrics["recon_error"][-1])
                 rank[0, i, s] = _num(estimate(np.asarray(out.W)))
                 row.update(recon_error=err[0, i, s], tensor_rank=_num(rank[0, i, s]),
                            train_loss=float(out.loss[-1]))
-                if out.status == "max_steps":
+                if out.status == Status.MAX_STEPS:
                     notes.append(f"tensor factorization m={m} seed {s}: stopped at max_steps="
                                  f"{config.max_steps} with loss {out.loss[-1]:.2e}")
             rows.append(row)
@@ -152,7 +153,7 @@ def run(config: TensorCompletionConfig, progress: Progress | None = None) -> Res
             summary_rows.append(dict(method=method, m=m, recon_error_mean=_mean(e),
                                      recon_error_max=_max(e), tensor_rank_median=_median(r),
                                      tensor_rank_max=_max(r), seeds_ok=int(np.sum(np.isfinite(e)))))
-            summary[f"recon_error_{method}_m{m}"] = _mean(e)
+            summary[summary_keys.RECON_ERROR_AT_M.format(method=method, m=m)] = _mean(e)
             summary[f"tensor_rank_{method}_m{m}"] = _median(r)
     if np.any(np.isnan(rank) & np.isfinite(err)):
         notes.append(f"a rank of None means no CP-ALS fit up to max_rank={config.max_rank} "
@@ -221,8 +222,8 @@ def _reported() -> dict[str, Reported]:
     out = {}
     for method, table in _REPORTED_ERROR.items():
         for m, v in table.items():
-            out[f"recon_error_{method}_m{m}"] = Reported(v, where + "; error definition of the "
-                                                         "figure unknown: shown, not judged")
+            out[summary_keys.RECON_ERROR_AT_M.format(method=method, m=m)] = Reported(
+                v, where + "; error definition of the figure unknown: shown, not judged")
     for method, table in _REPORTED_RANK.items():
         for m, v in table.items():
             out[f"tensor_rank_{method}_m{m}"] = Reported(

@@ -57,7 +57,7 @@ from deeplinear.network import gaussian_init
 from deeplinear.problems import low_rank_ground_truth, sample_completion
 from deeplinear.tensor import cp, cp_ground_truth, ht, sample_tensor_completion
 from deeplinear.tensor.compare import compare
-from deeplinear.train import Schedule, train
+from deeplinear.train import Schedule, Status, train
 
 __all__ = ["TensorDynamicsConfig", "incrementality", "plot", "run"]
 
@@ -185,7 +185,7 @@ def run(config: TensorDynamicsConfig, progress: Progress | None = None) -> Resul
             tag = f"{model}_x{f:g}"
             row = dict(model=model, scale_factor=f, status=str(out.status), steps=int(out.stop_step),
                        train_loss=None, recon_error=None, t_half=None, overlap=None)
-            if out.status == "diverged":
+            if out.status == Status.DIVERGED:
                 res.diverged(f"{_LABEL[model]} init x{f:g}", out.diverged_step)
             else:
                 norms = np.asarray(out.metrics["norms"])
@@ -199,7 +199,7 @@ def run(config: TensorDynamicsConfig, progress: Progress | None = None) -> Resul
                 arrays[f"loss_{tag}"] = np.asarray(out.loss)
                 summary[f"recon_error_{tag}"] = row["recon_error"]
                 summary[f"overlap_{tag}"] = ratio
-                if out.status == "max_steps":
+                if out.status == Status.MAX_STEPS:
                     notes.append(f"{_LABEL[model]} init x{f:g}: stopped at max_steps="
                                  f"{config.max_steps} with loss {out.loss[-1]:.2e}")
             rows.append(row)

@@ -49,7 +49,7 @@ from deeplinear.experiments.base import (
     step_bar,
 )
 from deeplinear.tensor import CPEntries, ObservedEntries, cp
-from deeplinear.train import Schedule, train
+from deeplinear.train import Schedule, Status, train
 
 __all__ = ["TensorNaturalConfig", "plot", "run", "tensor_indices"]
 
@@ -133,7 +133,7 @@ def run(config: TensorNaturalConfig, progress: Progress | None = None) -> Result
                         progress=step_bar(progress, f"{name} rank {R}", config.steps))
             row = dict(data=name, rank=R, status=str(out.status), steps=int(out.stop_step),
                        mse=None, relative_fit_error=None, label_variance=variance)
-            if out.status == "diverged":
+            if out.status == Status.DIVERGED:
                 res.diverged(f"{name} rank {R}", out.diverged_step)
             else:
                 err[a, i] = float(out.loss[-1]) / variance

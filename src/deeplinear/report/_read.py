@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deeplinear.experiments.base import Divergence
+from deeplinear.experiments.base import Divergence, Status
 from deeplinear.store import PARTIAL, csv_cell
 
 VERIFY_FILE = "verify.json"
@@ -26,8 +26,8 @@ REPORT_FILES = ("report.html", "report.md")
 MAX_TABLE_ROWS = 25
 MAX_FILE_BYTES = 256 * 2**20  # a larger status/summary/CSV/figure file is treated as damaged
 MAX_CELL_CHARS = 500  # longer values are shortened in table cells
-RUN_STATUSES = ("done", "partial", "diverged", "failed", "running", "pending")
-SHOWN = ("done", "partial")  # statuses whose measured values are results
+RUN_STATUSES = tuple(str(s) for s in Status)
+SHOWN = (Status.DONE, Status.PARTIAL)  # statuses whose measured values are results
 NOT_REACHED, DIVERGED = "not reached", "diverged"
 _NONFINITE_TEXT = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity",
                    "-infinity"}
@@ -220,7 +220,7 @@ class RunRecord:
 
     @property
     def has_divergences(self) -> bool:
-        return bool(self.divergences) or self.state == "diverged"
+        return bool(self.divergences) or self.state == Status.DIVERGED
 
 
 

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from deeplinear.experiments.base import Status
 from deeplinear.report._read import MAX_TABLE_ROWS, RUN_STATUSES, SHOWN, Damaged, RunRecord, short
 from deeplinear.report._values import (
     cell,
@@ -94,15 +95,15 @@ def _img(path: Path, data: bytes | None = None) -> str:
 
 
 def _badge(state: str) -> str:
-    cls = state if state in RUN_STATUSES else "failed"
+    cls = state if state in RUN_STATUSES else Status.FAILED
     return f"<span class='badge s-{cls}'>{e(state)}</span>"
 
 
 def _status_note(r: RunRecord) -> str | None:
     """The warning for a run whose numbers are not (all) results."""
-    if r.state == "done":
+    if r.state == Status.DONE:
         return None
-    if r.state == "partial":
+    if r.state == Status.PARTIAL:
         return ("some training sub-runs diverged; the values below come from the others, and "
                 "values that depend on a diverged sub-run are not shown.")
     why = r.status.get("error") or ""

@@ -8,7 +8,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from deeplinear.experiments.base import Headline, Reported, agreement
+from deeplinear._format import fmt, jsonable
+from deeplinear.experiments.base import Headline, Reported, Status, agreement
 from deeplinear.report._read import (
     _NONFINITE_TEXT,
     DIVERGED,
@@ -18,7 +19,6 @@ from deeplinear.report._read import (
     RunRecord,
     short,
 )
-from deeplinear.store import jsonable
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -31,19 +31,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
-
-
-def fmt(value: Any) -> str:
-    """Numbers to 4 significant digits; everything else as text."""
-    if isinstance(value, bool) or value is None:
-        return "" if value is None else str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(fmt(v) for v in value) + "]"
-    return str(value)
 
 
 class NoValue(str):
@@ -150,9 +137,9 @@ def _table_rows(r: RunRecord, rows: list[dict[str, Any]], header: list[str]) -> 
 def _status_note(r: RunRecord) -> str | None:
     """The warning for a run whose numbers are not (all) results."""
     state = r.state
-    if state == "done":
+    if state == Status.DONE:
         return None
-    if state == "partial":
+    if state == Status.PARTIAL:
         return ("some training sub-runs diverged; the values below come from the others, and "
                 "values that depend on a diverged sub-run are not shown.")
     why = r.status.get("error") or ""

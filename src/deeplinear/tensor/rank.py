@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deeplinear._optional import needs_extra
+
 __all__ = ["RankEstimate", "cp_als_mse", "cp_rank"]
 
 
@@ -29,8 +31,9 @@ def cp_als_mse(tensor: np.ndarray, rank: int, *, mask: np.ndarray | None = None,
                n_iter_max: int = 500, seed: int = 0) -> float:
     """Best MSE over ``restarts`` random CP-ALS fits with ``rank`` components (tensorly's
     ``parafac``; with ``mask``, the masked ALS on the True entries and the MSE over them)."""
-    import tensorly as tl
-    from tensorly.decomposition import parafac
+    with needs_extra("cp_als_mse (tensorly's CP-ALS)"):
+        import tensorly as tl
+        from tensorly.decomposition import parafac
 
     tensor = np.asarray(tensor, dtype=np.float64)
     weight = np.ones(tensor.shape, bool) if mask is None else np.asarray(mask, bool)

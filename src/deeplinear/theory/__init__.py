@@ -13,7 +13,7 @@ from deeplinear.theory import (  # noqa: F401  (importing registers the checks)
     checks_landscape,
     checks_tensor,
 )
-from deeplinear.theory._base import CHECKS, Check, CheckResult, Outcome, run_checks
+from deeplinear.theory._base import CHECKS, Check, CheckResult, Comparison, Outcome, run_checks
 
 _MODULE_ORDER = (checks_landscape, checks_dynamics, checks_convergence, checks_generalization,
                  checks_tensor)
@@ -28,4 +28,4 @@ def _reorder() -> None:
 
 _reorder()
 
-__all__ = ["CHECKS", "Check", "CheckResult", "Outcome", "run_checks"]
+__all__ = ["CHECKS", "Check", "CheckResult", "Comparison", "Outcome", "run_checks"]

@@ -8,54 +8,55 @@ or called directly.
 from __future__ import annotations
 
 import inspect
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import jax
-import numpy as np
 
 from deeplinear._dtype import in_float64
+from deeplinear._format import jsonable
 
 
-def _plain(x: Any) -> Any:
-    """Convert numpy/jax scalars and arrays (and containers of them) to JSON-serializable values."""
-    if isinstance(x, Mapping):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_plain(v) for v in x]
-    if isinstance(x, bool | np.bool_):
-        return bool(x)
-    if isinstance(x, int | np.integer):
-        return int(x)
-    if isinstance(x, float | np.floating):
-        return float(x)
-    if isinstance(x, str) or x is None:
-        return x
-    arr = np.asarray(x)
-    if arr.ndim == 0:
-        return _plain(arr.item())
-    return _plain(arr.tolist())
+class Comparison(StrEnum):
+    """The relation between a check's ``measured``, ``predicted`` and ``tolerance`` that its
+    statement asserts; :meth:`holds` evaluates it, so a check states the relation and never
+    computes ``passed`` itself. The value is the relation as written in results and tables."""
+
+    AT_MOST_TOLERANCE = "measured <= tolerance"
+    ABOVE_TOLERANCE = "measured > tolerance"
+    AT_MOST_PREDICTED = "measured <= predicted"
+    AT_LEAST_PREDICTED = "measured >= predicted"
+    AT_LEAST_PREDICTED_MINUS_TOLERANCE = "measured >= predicted - tolerance"
+    CLOSE_TO_PREDICTED = "|measured - predicted| <= tolerance"
+    CLOSE_TO_NEGATIVE_PREDICTED = "|measured - predicted| <= tolerance and predicted < 0"
+
+    def holds(self, measured: float, predicted: float, tolerance: float) -> bool:
+        """Whether the relation holds (false whenever a number it reads is NaN)."""
+        m, p, t = float(measured), float(predicted), float(tolerance)
+        return bool(_RELATIONS[self](m, p, t))
 
 
-DEFAULT_COMPARISON = "measured <= tolerance"
+_RELATIONS: dict[Comparison, Callable[[float, float, float], bool]] = {
+    Comparison.AT_MOST_TOLERANCE: lambda m, p, t: m <= t,
+    Comparison.ABOVE_TOLERANCE: lambda m, p, t: m > t,
+    Comparison.AT_MOST_PREDICTED: lambda m, p, t: m <= p,
+    Comparison.AT_LEAST_PREDICTED: lambda m, p, t: m >= p,
+    Comparison.AT_LEAST_PREDICTED_MINUS_TOLERANCE: lambda m, p, t: m >= p - t,
+    Comparison.CLOSE_TO_PREDICTED: lambda m, p, t: abs(m - p) <= t,
+    Comparison.CLOSE_TO_NEGATIVE_PREDICTED: lambda m, p, t: abs(m - p) <= t and p < 0,
+}
+
+DEFAULT_COMPARISON = Comparison.AT_MOST_TOLERANCE
 """The relation most checks test (an error or gap that must be small); :class:`Outcome`'s default."""
 
-RELATIONS: tuple[str, ...] = (
-    "measured <= tolerance",
-    "measured > tolerance",
-    "measured <= predicted",
-    "measured >= predicted",
-    "measured >= predicted - tolerance",
-    "|measured - predicted| <= tolerance",
-    "|measured - predicted| <= tolerance and predicted < 0",
-)
-"""The relations between ``measured``, ``predicted`` and ``tolerance`` that a check's
-``comparison`` states. A comparison is one of these, or one of these followed by :data:`ALSO`
-and a condition the three numbers do not show (its values are in ``params["diagnostics"]``);
-``passed`` is then the relation AND that condition."""
+RELATIONS: tuple[str, ...] = tuple(str(c) for c in Comparison)
+"""The relations of :class:`Comparison` as written. A check's stated ``comparison`` is one of
+these, or one of these followed by :data:`ALSO` and a condition the three numbers do not show
+(its values are in ``params["diagnostics"]``); ``passed`` is then the relation AND that
+condition."""
 
 ALSO = "; also "
 
@@ -82,36 +83,51 @@ class CheckResult:
         out = {
             "name": self.name,
             "statement": self.statement,
-            "measured": _finite_or_none(self.measured),
-            "predicted": _finite_or_none(self.predicted),
-            "tolerance": _finite_or_none(self.tolerance),
+            "measured": jsonable(float(self.measured)),
+            "predicted": jsonable(float(self.predicted)),
+            "tolerance": jsonable(float(self.tolerance)),
             "comparison": self.comparison,
             "passed": bool(self.passed),
-            "params": _plain(self.params),
+            "params": jsonable(self.params),
         }
         return out
-
-
-def _finite_or_none(x: Any) -> float | None:
-    """JSON has no nan/inf: a value that does not exist is ``None`` (written as null)."""
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What a check function returns; the registry wraps it into a :class:`CheckResult`.
 
-    ``comparison`` states the relation ``passed`` was computed from (see :data:`RELATIONS`);
-    the default, ``measured <= tolerance``, fits the checks whose ``passed`` is
-    ``measured <= tolerance``; every other check sets it."""
+    ``comparison`` is the relation the statement asserts (default ``measured <= tolerance``);
+    ``also`` a condition the three numbers do not show, with ``also_holds`` its truth (its
+    values belong in ``diagnostics``). :attr:`passed` is the relation evaluated on the numbers,
+    and ``also_holds``."""
 
     measured: float
     predicted: float
     tolerance: float
-    passed: bool
     diagnostics: dict[str, Any] = field(default_factory=dict)
-    comparison: str = DEFAULT_COMPARISON
+    comparison: Comparison = DEFAULT_COMPARISON
+    also: str | None = None
+    also_holds: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.diagnostics, Mapping):
+            raise TypeError("Outcome(measured, predicted, tolerance, diagnostics, comparison=...): "
+                            "passed is computed from the comparison, not given")
+        object.__setattr__(self, "comparison", Comparison(self.comparison))
+        if self.also is None and self.also_holds is not True:
+            raise ValueError("also_holds needs the condition it is the truth of (also=...)")
+
+    @property
+    def passed(self) -> bool:
+        """The comparison on (measured, predicted, tolerance), and the ``also`` condition."""
+        return self.comparison.holds(self.measured, self.predicted, self.tolerance) and \
+            bool(self.also_holds)
+
+    @property
+    def stated(self) -> str:
+        """The comparison as written in results: the relation, then ``; also <condition>``."""
+        return str(self.comparison) + ("" if self.also is None else ALSO + self.also)
 
 
 @dataclass(frozen=True)
@@ -143,9 +159,9 @@ class Check:
             measured=float(out.measured),
             predicted=float(out.predicted),
             tolerance=float(out.tolerance),
-            passed=bool(out.passed),
+            passed=out.passed,
             params=record,
-            comparison=out.comparison,
+            comparison=out.stated,
         )
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from deeplinear import dynamics as dyn
 from deeplinear.theory import _ref as ref
-from deeplinear.theory._base import Outcome, check
+from deeplinear.theory._base import Comparison, Outcome, check
 
 __all__ = [
     "convex_gf_rate",
@@ -83,12 +83,11 @@ def deficiency_margin_distance(seed: int = 0, shape: tuple = (3, 3), c: float = 
         shortfall = max(shortfall, formula - np.linalg.norm(Wp - Lam))
         violations += int(np.sum((margin_W - Lam) ** 2) >= np.sum((Wp - Lam) ** 2))
     measured = max(surgery_gap, shortfall, float(violations))
-    ok = measured <= tolerance and has_margin
-    return Outcome(measured, formula, tolerance, ok,
+    return Outcome(measured, formula, tolerance,
                    {"surgery_distance_gap": surgery_gap, "sampled_shortfall": shortfall,
                     "margin_violations": violations, "margin_point_has_margin": bool(has_margin)},
-                   comparison="measured <= tolerance; also the sampled W with margin c has "
-                              "deficiency_margin >= c (predicted: the formula's distance)")
+                   also="the sampled W with margin c has deficiency_margin >= c (predicted: the "
+                        "formula's distance)", also_holds=bool(has_margin))
 
 
 @check("gf_convergence_rate", "§2.11 Theorem (GF, arbitrary depth)",
@@ -112,7 +111,7 @@ def gf_convergence_rate(seed: int = 0, dims: tuple = (3, 4, 4, 3), margin: float
     keep = (gap > 1e-13) & (ts > 0)  # below the ODE's accuracy the log is noise
     excess = np.log(gap[keep]) - (np.log(gap[0]) - rate * ts[keep])
     measured = float(np.max(excess))
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance,
+    return Outcome(measured, 0.0, tolerance,
                    {"actual_margin": float(dyn.deficiency_margin(W0, target)), "rate": rate,
                     "final_loss": float(gap[-1])})
 
@@ -179,13 +178,14 @@ def gd_convergence_constants(seed: int = 0, dims: tuple = (2, 3, 2), margin: flo
     assumptions = bool(delta <= delta_bound and lr <= lr_bound * (1 + 1e-12)
                        and actual_margin >= margin - 1e-12)
     # the statement is an implication: it is verified only on an instance satisfying its hypotheses
-    return Outcome(measured, 1.0, 0.0, bool(assumptions and measured <= 1.0),
+    return Outcome(measured, 1.0, 0.0,
                    {"steps": chunk * n_records, "lr": lr, "lr_bound": lr_bound, "delta": delta,
                     "delta_bound": delta_bound, "actual_margin": actual_margin,
                     "assumptions_hold": assumptions,
                     "phi0": phi0, "eps": eps},
-                   comparison="measured <= predicted; also the theorem's hypotheses hold "
-                              "(δ, η and the margin within their bounds)")
+                   comparison=Comparison.AT_MOST_PREDICTED,
+                   also="the theorem's hypotheses hold (δ, η and the margin within their bounds)",
+                   also_holds=assumptions)
 
 
 @check("failure_without_margin", "§2.11 necessity of the margin, E4b",
@@ -204,9 +204,9 @@ def failure_without_margin(seed: int = 0, dims: tuple = (2, 2, 2, 2), det_sign: 
     values = np.array([loss.value(ref.product(f)) for f in traj])
     measured = float(np.min(values))
     smin = _sigma_min(ref.product(traj[-1]))
-    return Outcome(measured, 0.5, tolerance, measured >= 0.5 - tolerance,
+    return Outcome(measured, 0.5, tolerance,
                    {"final_sigma_min": smin, "final_det": float(np.linalg.det(ref.product(traj[-1])))},
-                   comparison="measured >= predicted - tolerance")
+                   comparison=Comparison.AT_LEAST_PREDICTED_MINUS_TOLERANCE)
 
 
 @check("convex_gf_rate", "Exercise 7",
@@ -242,7 +242,7 @@ def convex_gf_rate(seed: int = 0, m: int = 4, d: int = 6, function: str = "l4_re
     vals = np.array([f(sol.y[:, i + 1]) for i in range(len(ts))])
     bound = np.sum((w0 - w_star) ** 2) / (2 * ts)
     measured = float(np.max(vals - bound))
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance,
+    return Outcome(measured, 0.0, tolerance,
                    {"final_value": float(vals[-1])})
 
 
@@ -265,5 +265,5 @@ def gf_limit_is_critical(seed: int = 0, dims: tuple = (3, 4, 1), t1: float = 200
     final = traj[-1]
     gnorm = float(np.sqrt(sum(np.sum(g**2) for g in ref.factor_grads(final, grad_ell(ref.product(final))))))
     movement = float(np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(final, traj[1], strict=True))))
-    return Outcome(gnorm, 0.0, tolerance, gnorm <= tolerance,
+    return Outcome(gnorm, 0.0, tolerance,
                    {"late_movement": movement, "final_loss": loss.value(ref.product(traj[-1]))})

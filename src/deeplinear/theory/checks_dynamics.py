@@ -9,7 +9,7 @@ import numpy as np
 
 from deeplinear import dynamics as dyn
 from deeplinear.theory import _ref as ref
-from deeplinear.theory._base import Outcome, check
+from deeplinear.theory._base import Comparison, Outcome, check
 
 __all__ = [
     "balancedness_conserved",
@@ -43,7 +43,7 @@ def balancedness_conserved(seed: int = 0, dims: tuple = (3, 4, 5, 2), init_scale
     drift = max(np.linalg.norm(c - c_0) for f in traj
                 for c, c_0 in zip(ref.balancedness(f), c0, strict=True))
     measured = drift / scale
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance,
+    return Outcome(measured, 0.0, tolerance,
                    {"C0_norm": scale, "loss_t0": loss.value(ref.product(fs)),
                     "loss_t1": loss.value(ref.product(traj[-1]))})
 
@@ -68,7 +68,7 @@ def balancedness_decay(seed: int = 0, dims: tuple = (3, 4, 5, 2), init_scale: fl
               for t, f in zip(ts, traj, strict=True)
               for c, c_0 in zip(ref.balancedness(f), c0, strict=True))
     final = max(np.linalg.norm(c) for c in ref.balancedness(traj[-1])) / scale
-    return Outcome(err / scale, 0.0, tolerance, err / scale <= tolerance,
+    return Outcome(err / scale, 0.0, tolerance,
                    {"relative_C_at_t1": final,
                     "exp_minus_2_lambda_t1": float(np.exp(-2 * weight_decay * t1))})
 
@@ -96,7 +96,7 @@ def theorem1(seed: int = 0,
         Ws = ref.e2e_flow(ref.product(fs), loss, len(dims) - 1, ts, weight_decay=weight_decay)
         gaps.append(max(ref.rel(ref.product(f), W) for f, W in zip(traj, Ws, strict=True)))
     measured = max(gaps)
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance, {"gap_per_case": gaps})
+    return Outcome(measured, 0.0, tolerance, {"gap_per_case": gaps})
 
 
 @check("key_lemma_partial_products", "§2.6 key lemma, Exercise 1",
@@ -118,7 +118,7 @@ def key_lemma(seed: int = 0, dims: tuple = (3, 5, 4, 6, 2), balanced: bool = Tru
             errs.append(ref.rel(top @ top.T, _fractional_power(W @ W.T, (depth - j + 1) / depth)))
             errs.append(ref.rel(bot.T @ bot, _fractional_power(W.T @ W, j / depth)))
     measured = max(errs)
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance, {"n_identities": len(errs)})
+    return Outcome(measured, 0.0, tolerance, {"n_identities": len(errs)})
 
 
 @check("preconditioner_spectrum", "§2.7 Claim 1, Exercise 13",
@@ -155,7 +155,7 @@ def preconditioner_spectrum(seed: int = 0, shapes: tuple = ((3, 2), (2, 3)),
             bound = smin ** (2 * (depth - 1) / depth)
             errs["corollary"] = max(errs["corollary"], max(0.0, bound - eig[0] - 1e-12))
     measured = max(errs.values())
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance, errs)
+    return Outcome(measured, 0.0, tolerance, errs)
 
 
 @check("single_output_form", "§2.8 Claim 2, Exercise 3",
@@ -174,7 +174,7 @@ def single_output_form(seed: int = 0, d0: int = 4, depths: tuple = (1, 2, 3, 5),
             formula = -nw2 ** (1 - 1 / depth) * (G + (depth - 1) * np.sum(w * G) / nw2 * w)
             gaps.append(ref.rel(formula, flow(w, G, zero)))
     measured = max(gaps)
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance, {"n_cases": len(gaps)})
+    return Outcome(measured, 0.0, tolerance, {"n_cases": len(gaps)})
 
 
 def _jacobian_asymmetry(W, G, depth, h):
@@ -200,8 +200,8 @@ def not_a_gradient_field(seed: int = 0, shapes: tuple = ((1, 3), (2, 2), (3, 2))
         asym.append(_jacobian_asymmetry(r.standard_normal(shape), r.standard_normal(shape),
                                         depth, h))
     measured = min(asym)
-    return Outcome(measured, tolerance, tolerance, measured > tolerance, {"asymmetry": asym},
-                   comparison="measured > tolerance")
+    return Outcome(measured, tolerance, tolerance, {"asymmetry": asym},
+                   comparison=Comparison.ABOVE_TOLERANCE)
 
 
 @check("single_output_depth2_is_gradient", "§2.9, Exercise 14",
@@ -216,7 +216,7 @@ def single_output_depth2(seed: int = 0, d0: int = 3, depth: int = 2, h: float = 
     potential_grad = nw * G + np.sum(G * w) * w / nw  # ∇(‖w‖⟨G,w⟩)
     gap = ref.rel(ref.jitted("apply_preconditioner", depth)(w, G), potential_grad)
     measured = max(asym, gap)
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance,
+    return Outcome(measured, 0.0, tolerance,
                    {"asymmetry": asym, "potential_gap": gap})
 
 
@@ -239,7 +239,7 @@ def discrete_rule(seed: int = 0, dims: tuple = (4, 4, 4, 3), balanced: bool = Tr
         fs = tuple(w - lr * g for w, g in zip(fs, gs, strict=True))
         W = np.asarray(update(W, loss.grad(W), lr))
         gap = max(gap, float(np.max(np.abs(ref.product(fs) - W))))
-    return Outcome(gap, 0.0, tolerance, gap <= tolerance,
+    return Outcome(gap, 0.0, tolerance,
                    {"final_loss_gd": loss.value(ref.product(fs)), "final_loss_e2e": loss.value(W)})
 
 
@@ -263,5 +263,5 @@ def scalar_network(depth: int = 3, y: float = 2.0, w0: float = 0.3, balanced: bo
     L = 0.5 * (w_fac - y) ** 2
     violation = float(np.max(L - L[0] * np.exp(-2 * depth * c ** (2 - 2 / depth) * ts)))
     measured = max(gap, violation)
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance,
+    return Outcome(measured, 0.0, tolerance,
                    {"trajectory_gap": gap, "bound_violation": violation, "c": c})

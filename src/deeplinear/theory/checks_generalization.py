@@ -10,7 +10,7 @@ import numpy as np
 
 from deeplinear import dynamics as dyn
 from deeplinear.theory import _ref as ref
-from deeplinear.theory._base import Outcome, check
+from deeplinear.theory._base import Comparison, Outcome, check
 
 __all__ = [
     "completion_2x2_exercise",
@@ -57,7 +57,7 @@ def singular_value_dynamics(seed: int = 0, dims: tuple = (3, 4, 4, 5), balanced:
     fd = (s[:, 2] - s[:, 0]) / (2 * h)
     pred = np.asarray(_flows(depth)[0](U[:, 1], s[:, 1], V[:, 1], G))
     measured = float(np.max(np.abs(fd - pred)) / np.max(np.abs(pred)))
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance,
+    return Outcome(measured, 0.0, tolerance,
                    {"sigma_at_times": s[:, 1].tolist()})
 
 
@@ -76,7 +76,7 @@ def singular_vector_dynamics(seed: int = 0, dims: tuple = (3, 4, 4, 5), balanced
     errs = {"U": float(np.max(np.abs(fd_U - Udot)) / scale),
             "V": float(np.max(np.abs(fd_V - Vdot)) / scale)}
     measured = max(errs.values())
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance, errs)
+    return Outcome(measured, 0.0, tolerance, errs)
 
 
 @check("sign_preservation", "§2.12 consequence, Exercise 15",
@@ -107,10 +107,10 @@ def sign_preservation(seed: int = 0, dims: tuple = (3, 3, 3, 3), init_scale: flo
     det_ratio = float(np.min(dets * np.sign(dets[0]) / abs(dets[0])))
     sigma_ratio = float(np.min(s / s[0]))
     measured = min(det_ratio, sigma_ratio)
-    return Outcome(measured, 0.0, 0.0, measured > 0,
+    return Outcome(measured, 0.0, 0.0,
                    {"min_det_ratio": det_ratio, "min_sigma_ratio": sigma_ratio,
                     "final_loss": loss.value(Ws[-1]), "final_det": float(dets[-1])},
-                   comparison="measured > tolerance")
+                   comparison=Comparison.ABOVE_TOLERANCE)
 
 
 @check("norms_to_infinity_2x2", "§2.13 Proposition (RC20), E5",
@@ -151,16 +151,15 @@ def norms_to_infinity_2x2(seed: int = 0, depth: int = 3, det_sign: int = 1,
     det_positive = bool(np.all(np.linalg.det(Ws) > 0))
     late = losses < 1e-2  # |W11| grows monotonically while the loss falls
     monotone = bool(np.all(np.diff(np.abs(Ws[late, 0, 0])) >= -1e-9))
-    ok = (sol.status == 1 and w11 >= bound and det_positive and monotone
-          and erank <= 1 + erank_tolerance)
-    return Outcome(w11, float(bound), 0.0, ok,
+    also = bool(sol.status == 1 and det_positive and monotone and erank <= 1 + erank_tolerance)
+    return Outcome(w11, float(bound), 0.0,
                    {"reached_stop_loss": bool(sol.status == 1), "final_loss": ell,
                     "det_positive_throughout": det_positive, "w11_monotone": monotone,
                     "effective_rank": erank, "distance_to_rank1": float(s[-1]),
                     "time": float(sol.t_events[0][0]) if sol.status == 1 else float(t1)},
-                   comparison="measured >= predicted; also ℓ reached stop_loss, det > 0 "
-                              "throughout, |W11| grew monotonically and effective rank <= "
-                              "1 + erank_tolerance")
+                   comparison=Comparison.AT_LEAST_PREDICTED,
+                   also="ℓ reached stop_loss, det > 0 throughout, |W11| grew monotonically and "
+                        "effective rank <= 1 + erank_tolerance", also_holds=also)
 
 
 @check("completion_2x2_exercise", "§2.13 Exercise 4",
@@ -181,10 +180,9 @@ def completion_2x2_exercise(b22: float = 0.0, x_max: float = 1e4, n_grid: int = 
     rank2 = bool(np.min(s[:, 1]) > 0.5 / x_max)
     dist_scaled = float(s[-1, 1] * x_max)  # σ_min(W(x)) ≈ 1/|x|
     measured = det_err + abs(dist_scaled - 1)
-    ok = finite_min and diverge and rank2 and measured <= tolerance
-    return Outcome(measured, 0.0, tolerance, ok,
+    return Outcome(measured, 0.0, tolerance,
                    {"norm_minimizers": {k: float(xs[np.argmin(v)]) for k, v in norms.items()},
                     "min_sigma_min_over_grid": float(np.min(s[:, 1])), "every_solution_rank2": rank2,
                     "sigma_min_at_x_max": float(s[-1, 1])},
-                   comparison="measured <= tolerance; also every norm has a finite minimizer "
-                              "and diverges, and every W(x) has rank 2")
+                   also="every norm has a finite minimizer and diverges, and every W(x) has "
+                        "rank 2", also_holds=bool(finite_min and diverge and rank2))

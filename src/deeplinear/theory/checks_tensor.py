@@ -104,7 +104,7 @@ def cp_component_norm_dynamics(seed: int = 0, dims: tuple = (3, 4, 2), component
         pred.append(order * sigma ** (2 - 2 / order) * _unit_inner(f, -loss.grad(_cp_np(f))))
     fd, pred = np.array(fd), np.array(pred)
     measured = float(np.max(np.abs(fd - pred)) / np.max(np.abs(pred)))
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance,
+    return Outcome(measured, 0.0, tolerance,
                    {"sigma_dot_formula": pred.tolist(), "sigma_dot_fd": fd.tolist()})
 
 
@@ -123,7 +123,7 @@ def cp_balancedness_conserved(seed: int = 0, dims: tuple = (3, 4, 2), components
     D = [np.asarray(cp.balancedness(tuple(jnp.asarray(f) for f in fac))) for fac in traj]
     scale = float(np.max(np.abs(D[0])))
     measured = max(float(np.max(np.abs(d - D[0]))) for d in D) / scale
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance,
+    return Outcome(measured, 0.0, tolerance,
                    {"D0_max": scale, "loss_t0": loss.value(_cp_np(fs)),
                     "loss_t1": loss.value(_cp_np(traj[-1]))})
 
@@ -145,7 +145,7 @@ def cp_zero_component(seed: int = 0, dims: tuple = (3, 4, 2), components: int = 
     sig = np.array([np.asarray(cp.component_norms(tuple(jnp.asarray(f) for f in fac)))
                     for fac in traj])
     measured = float(np.max(sig[:, 0]))
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance,
+    return Outcome(measured, 0.0, tolerance,
                    {"sigma_0_at_t1": float(sig[-1, 0]), "other_sigmas_at_t1": sig[-1, 1:].tolist()})
 
 
@@ -210,7 +210,7 @@ def ht_local_component_dynamics(seed: int = 0, dims: tuple = (2, 3, 2, 2), ranks
         pred.append(K * np.asarray(sigma) ** (2 - 2 / K) * inner)
     fd, pred = np.array(fd), np.array(pred)
     measured = float(np.max(np.abs(fd - pred)) / np.max(np.abs(pred)))
-    return Outcome(measured, 0.0, tolerance, measured <= tolerance,
+    return Outcome(measured, 0.0, tolerance,
                    {"node": str(v), "local_order_of_tree": ht.LOCAL_ORDER,
                     "sigma_dot_formula": pred.tolist(), "sigma_dot_fd": fd.tolist()})
 
@@ -230,6 +230,6 @@ def cp_order2_rank(seed: int = 0, dims: tuple = (6, 5), components: int = 5, inn
     unfolding = np.linalg.matrix_rank(W.reshape(dims[0], -1))
     est = rank.cp_rank(W, restarts=2, n_iter_max=1000, seed=seed)
     measured = float("inf") if est.rank is None else float(abs(est.rank - unfolding))
-    return Outcome(measured, float(unfolding), tolerance, measured <= tolerance,
+    return Outcome(measured, float(unfolding), tolerance,
                    {"estimated_tensor_rank": est.rank, "unfolding_rank": int(unfolding),
                     "als_mse": {str(k): v for k, v in est.mse.items()}})

@@ -8,6 +8,7 @@ divergence. Public surface:
 * :func:`gradient_flow`: ``dW_j/dt = -dphi/dW_j`` (§2.4) with an adaptive diffrax solver;
 * :func:`iterate` / :func:`integrate`: the same machinery for any state (e.g. the end-to-end rule);
 * :func:`group_rmsprop` and :func:`make_optimizer` (§4 pitfall 8);
+* :class:`Status`: how a run ended (converged, max_steps, diverged);
 * :class:`Parameterization`: the end-to-end map the loops train through (default ``W_N ... W_1``;
   CP and hierarchical tensor factorizations in ``deeplinear.tensor``).
 
@@ -15,11 +16,12 @@ Modules: ``_engine`` (the compiled recording loop, schedules, progress routing),
 ``descent`` (GD on the factors) and ``flow`` (diffrax).
 
 Divergence (a non-finite loss, or the loss exceeding ``divergence_factor`` times its initial
-value) stops the run: ``status == "diverged"``, ``diverged_step`` is the iterate whose loss blew
-up, and the state rolls back to the last recorded (finite) one. No NaN is ever recorded.
+value) stops the run: ``status`` is :attr:`Status.DIVERGED` (a ``str`` enum, so it also equals
+``"diverged"``), ``diverged_step`` is the iterate whose loss blew up, and the state rolls back to
+the last recorded (finite) one. No NaN is ever recorded.
 """
 
-from deeplinear.train._engine import MetricFn, Schedule, TrainResult, iterate
+from deeplinear.train._engine import MetricFn, Schedule, Status, TrainResult, iterate
 from deeplinear.train.descent import train, train_replicas
 from deeplinear.train.flow import SOLVERS, FlowResult, gradient_flow, integrate
 from deeplinear.train.optimizers import OPTIMIZERS, group_rmsprop, make_optimizer
@@ -40,6 +42,7 @@ __all__ = [
     "FlowResult",
     "MetricFn",
     "Schedule",
+    "Status",
     "TrainResult",
     "gradient_flow",
     "group_rmsprop",

@@ -2,8 +2,9 @@
 ``lax.while_loop`` over the steps between them), early stop and divergence detection.
 
 Divergence (a non-finite loss, or the loss exceeding ``divergence_factor`` times its initial
-value) stops the run: ``status == "diverged"``, ``diverged_step`` is the iterate whose loss blew
-up, and the state rolls back to the last recorded (finite) one. No NaN is ever recorded.
+value) stops the run: ``status`` is :attr:`Status.DIVERGED`, ``diverged_step`` is the iterate
+whose loss blew up, and the state rolls back to the last recorded (finite) one. No NaN is ever
+recorded.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import itertools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import jax
@@ -22,8 +24,25 @@ import numpy as np
 from deeplinear.problems import Problem
 
 MetricFn = Callable[[jax.Array], jax.Array]
+
+
+class Status(StrEnum):
+    """How a training run or a gradient-flow solve ended (:attr:`TrainResult.status`).
+
+    A ``str`` enum: ``result.status == "diverged"`` and ``Status.DIVERGED`` are the same test, and
+    the value is what JSON files and tables hold."""
+
+    CONVERGED = "converged"
+    """The loss reached ``stop_loss`` (gradient flow: the solve reached ``t1``)."""
+    MAX_STEPS = "max_steps"
+    """The step budget ran out first."""
+    DIVERGED = "diverged"
+    """A non-finite loss, or one above ``divergence_factor`` times the initial loss (gradient flow:
+    a failed solve); ``diverged_step`` says where."""
+
+
 _RUNNING, _CONVERGED, _DIVERGED = 0, 1, 2
-_STATUS = {_RUNNING: "max_steps", _CONVERGED: "converged", _DIVERGED: "diverged"}
+_STATUS = {_RUNNING: Status.MAX_STEPS, _CONVERGED: Status.CONVERGED, _DIVERGED: Status.DIVERGED}
 
 
 # --------------------------------------------------------------------------- schedules
@@ -68,7 +87,8 @@ class TrainResult:
     """A recorded trajectory (numpy arrays; a leading replica axis for :func:`train_replicas`).
 
     ``steps``/``loss``/``metrics[name]`` are aligned (records up to the stop step);
-    ``state`` is the final state (the factors for :func:`train`), ``W`` its end-to-end matrix.
+    ``state`` is the final state (the factors for :func:`train`), ``W`` its end-to-end matrix;
+    ``status`` a :class:`Status` (for replicas, an array of their values).
     """
 
     steps: np.ndarray
@@ -76,7 +96,7 @@ class TrainResult:
     metrics: dict[str, np.ndarray]
     state: Any
     W: np.ndarray
-    status: str | np.ndarray
+    status: Status | np.ndarray
     stop_step: int | np.ndarray
     diverged_step: int | None | np.ndarray = None
 
@@ -106,8 +126,8 @@ def _loop(step_fn, state, problem, to_matrix, deltas, stop_loss, divergence_fact
 
     The per-step body does no selection and no reduction over the state (that is what keeps
     tiny problems fast): the loss it already computes decides. A step whose starting loss is
-    at or below ``stop_loss`` is the last one taken (status "converged"); a non-finite or
-    exploding starting loss marks "diverged". A chunk's last iterate is checked through its
+    at or below ``stop_loss`` is the last one taken (:attr:`Status.CONVERGED`); a non-finite or
+    exploding starting loss marks :attr:`Status.DIVERGED`. A chunk's last iterate is checked through its
     record (the record computes its loss anyway). Either way the chunk rolls back to its
     starting state and record, the last finite ones, so a blown-up iterate is never recorded.
     """
@@ -171,7 +191,7 @@ def _pack(state, steps, recs, status, stop, diverged, to_matrix) -> TrainResult:
         code = int(status)
         return TrainResult(steps, recs.pop("loss"), recs, state, W, _STATUS[code], int(stop),
                            int(diverged) if code == _DIVERGED else None)
-    names = np.vectorize(_STATUS.get)(status)
+    names = np.vectorize(lambda c: str(_STATUS[int(c)]))(status)
     return TrainResult(steps, recs.pop("loss"), recs, state, W, names, stop, diverged)
 
 

@@ -4,6 +4,7 @@ replicas (``vmap``) in one cached compiled program."""
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -211,50 +212,45 @@ def train(
     ``W_N ... W_1``, the residual, and the layer gradients through two sparse-dense products
     at a split layer ``k``, never a dense ``d_N x d_0`` gradient); ``False`` runs the dense step
     (the full end-to-end matrix and a scattered dense gradient); ``None`` (default) picks the
-    cheaper by :func:`problems.sparse_is_cheaper`, a cost model fitted to step times on the
-    benchmark machine: sparse iff, for the best ``k``,
-    ``0.025 P_k + 0.15 m d_k + min(0.625 m d_k, 0.025 d_N d_k d_0) + 1000 < 0.025 P + d_N d_0``
-    (ns; ``P``, ``P_k``: multiply-adds of the dense products, ``network.product_cost``). In
-    practice (depth 3, width n): sparse from about 30x30 up when at most ~1/3 of the entries
-    are observed, and for narrow hidden widths; dense for depth 1, for nearly fully observed
-    matrices and for tiny problems such as 2x2. Both paths give the same trajectory up to
-    rounding. Records and metrics always use the dense end-to-end matrix.
+    cheaper by the cost model of :func:`problems.sparse_is_cheaper` (its docstring states the
+    formula, its measured constants and where each path wins). Both paths give the same
+    trajectory up to rounding. Records and metrics always use the dense end-to-end matrix.
     """
-    _validate_train(factors, problem, lr, _matrix_as_none(parameterization))
-    return _execute(_train_program, factors, problem, lr, optimizer, optimizer_kwargs,
-                    weight_decay, schedule, stop_loss, metrics, state_metrics, divergence_factor,
-                    progress, steps, sparse, _matrix_as_none(parameterization))
+    return _run(_train_program, **locals())
 
 
-def train_replicas(
-    factors: Factors,
-    problem: Problem,
-    *,
-    lr: float | jax.Array,
-    steps: int,
-    optimizer: str | optax.GradientTransformation = "gd",
-    optimizer_kwargs: Mapping[str, Any] | None = None,
-    weight_decay: float = 0.0,
-    schedule: Schedule | None = None,
-    stop_loss: float | None = None,
-    metrics: Mapping[str, MetricFn] | None = None,
-    state_metrics: Mapping[str, Callable[[Factors], jax.Array]] | None = None,
-    divergence_factor: float = 1e8,
-    progress: Callable[[int], None] | None = None,
-    sparse: bool | None = None,
-    parameterization: Parameterization | None = None,
-) -> TrainResult:
-    """:func:`train` for R replicas in one compiled program (``vmap``).
+def train_replicas(factors: Factors, problem: Problem, **options: Any) -> TrainResult:
+    """:func:`train` for R replicas in one compiled program (``vmap``); it takes exactly
+    :func:`train`'s arguments (one signature, checked the same way).
 
     ``factors`` carry a leading replica axis of size R (e.g. ``jax.vmap(init)(keys)``); ``lr``
     is a scalar or an array of R learning rates (a grid search in one program). Each replica
-    stops on its own; results carry the replica axis first (``status`` is an array of strings,
-    ``diverged_step`` is -1 where a replica did not diverge). ``sparse`` as in :func:`train`
-    (the rule looks at one replica's widths).
+    stops on its own; results carry the replica axis first (``status`` an array of
+    :class:`~deeplinear.train.Status` values, ``diverged_step`` is -1 where a replica did not
+    diverge). ``sparse`` as in :func:`train` (the rule looks at one replica's widths).
     """
-    n_rep = factors[0].shape[0]
-    lrs = np.broadcast_to(np.asarray(lr, dtype=np.float64), (n_rep,))
-    _validate_train(tuple(w[0] for w in factors), problem, lrs, _matrix_as_none(parameterization))
-    return _execute(_replicas_program, factors, problem, lrs, optimizer, optimizer_kwargs,
-                    weight_decay, schedule, stop_loss, metrics, state_metrics, divergence_factor,
-                    progress, steps, sparse, _matrix_as_none(parameterization))
+    args = _TRAIN_SIGNATURE.bind(factors, problem, **options)  # a TypeError as train gives
+    args.apply_defaults()
+    return _run(_replicas_program, **args.arguments)
+
+
+_TRAIN_SIGNATURE = inspect.signature(train)
+train_replicas.__signature__ = _TRAIN_SIGNATURE.replace(  # type: ignore[attr-defined]
+    parameters=[p.replace(annotation="float | jax.Array") if p.name == "lr" else p
+                for p in _TRAIN_SIGNATURE.parameters.values()])
+
+
+def _run(program, factors, problem, lr, steps, optimizer, optimizer_kwargs, weight_decay,
+         schedule, stop_loss, metrics, state_metrics, divergence_factor, progress, sparse,
+         parameterization) -> TrainResult:
+    """Validate :func:`train`'s arguments (for replicas: on the first one, ``lr`` broadcast to
+    R) and run ``program`` through :func:`_execute`."""
+    parameterization = _matrix_as_none(parameterization)
+    if program is _replicas_program:
+        lr = np.broadcast_to(np.asarray(lr, dtype=np.float64), (factors[0].shape[0],))
+        _validate_train(tuple(w[0] for w in factors), problem, lr, parameterization)
+    else:
+        _validate_train(factors, problem, lr, parameterization)
+    return _execute(program, factors, problem, lr, optimizer, optimizer_kwargs, weight_decay,
+                    schedule, stop_loss, metrics, state_metrics, divergence_factor, progress,
+                    steps, sparse, parameterization)

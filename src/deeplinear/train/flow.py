@@ -15,7 +15,7 @@ import numpy as np
 from deeplinear._dtype import common_dtype
 from deeplinear.network import Factors, end_to_end, factor_gradients
 from deeplinear.problems import Problem
-from deeplinear.train._engine import MetricFn, _finite, _record
+from deeplinear.train._engine import MetricFn, Status, _finite, _record
 from deeplinear.train.descent import _in_common_dtype, _matrix_as_none, _validate_train
 from deeplinear.train.parameterization import Parameterization
 
@@ -44,7 +44,7 @@ class FlowResult:
     metrics: dict[str, np.ndarray]
     state: Any
     W: np.ndarray
-    status: str
+    status: Status
     num_steps: int
 
     @property
@@ -86,11 +86,11 @@ def _finish_flow(out, ts, problem, to_matrix) -> FlowResult:
     ok = np.all(np.stack([np.all(np.isfinite(v.reshape(len(ts), -1)), axis=1)
                           for v in recs.values()]), axis=0)
     if result == diffrax.RESULTS.successful and ok.all():
-        status = "converged"
+        status = Status.CONVERGED
     elif result == diffrax.RESULTS.max_steps_reached:
-        status = "max_steps"
+        status = Status.MAX_STEPS
     else:
-        status = "diverged"
+        status = Status.DIVERGED
     keep = np.cumprod(ok).astype(bool)
     recs = {k: v[keep] for k, v in recs.items()}
     final_ok = bool(_finite(final))
@@ -117,8 +117,9 @@ def integrate(
     """Solve the autonomous ODE ``dy/dt = vector_field(y)`` on ``[0, t1]`` with an adaptive
     diffrax solver (PID step control, tolerances ``rtol``/``atol``), recording metrics at ``ts``.
 
-    A failed solve (non-finite state, step budget exhausted) gives ``status="diverged"`` or
-    ``"max_steps"`` and records only the times reached with finite values (``W`` is then NaN
+    A failed solve (non-finite state, step budget exhausted) gives ``status``
+    :attr:`~deeplinear.train.Status.DIVERGED` or :attr:`~deeplinear.train.Status.MAX_STEPS` and
+    records only the times reached with finite values (``W`` is then NaN
     and ``state`` None: never use them as a result).
     """
     ts = _check_flow(t1, ts, solver, rtol, atol)
