@@ -113,9 +113,9 @@ def _conv_same(layer: eqx.Module, x: jax.Array) -> jax.Array:
     (im2col): ``out[p] = sum_{i,j,c} x[p + (i, j), c] K[o, c, i, j] + b[o]``.
 
     Same numbers as ``layer`` to rounding, and under ``vmap`` one product for the whole batch.
-    Inside the training loop's compiled ``lax.scan``, XLA:CPU's own convolutions take ~18x
+    Inside the training loop's compiled ``lax.scan``, XLA:CPU's own convolutions take ~17x
     longer than when a step is compiled alone; these products do not (the tutorial network's
-    step: 14x faster than with ``eqx.nn.Conv2d``; BENCHMARKS.md, CNN step)."""
+    step: 16x faster than with ``eqx.nn.Conv2d``; BENCHMARKS.md, CNN step)."""
     factorized = hasattr(layer, "end_to_end")  # overparam.FactorizedConv: kernel W_N ... W_1
     conv = layer.conv if factorized else layer
     kernel = layer.end_to_end() if factorized else layer.weight
