@@ -12,7 +12,7 @@ from deeplinear.cli import app
 from deeplinear.completion import read_matrix, write_matrix
 
 runner = CliRunner()
-ARGS = ["--max-steps", "300", "--seed", "0"]
+ARGS = ["--max-steps", "300", "--seed", "0", "--seeds", "1"]
 
 
 def _matrix(seed=0, shape=(14, 9), rank=2, observed=0.6):

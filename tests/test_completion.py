@@ -17,8 +17,8 @@ from deeplinear.completion import (
     validation_split,
 )
 
-FAST = dict(max_steps=3000, random_state=0)
-SHORT = dict(max_steps=300, random_state=0)  # contract tests: any fit will do
+FAST = dict(max_steps=3000, random_state=0, n_seeds=1)
+SHORT = dict(max_steps=300, random_state=0, n_seeds=1)  # contract tests: any fit will do
 # (they share one matrix shape and observation count: the compiled training program is reused)
 
 
@@ -61,8 +61,6 @@ def test_sparse_explicit_zero_is_an_observation():
 
 @pytest.mark.parametrize(("X", "match"), [
     (np.full((3, 3), np.nan), "no observed entry"),
-    (np.array([[1.0, 2.0], [np.nan, np.nan]]), "all-missing row"),
-    (np.array([[1.0, np.nan], [2.0, np.nan]]), "all-missing column"),
     (np.array([[1.0, np.inf], [2.0, 3.0]]), "inf"),
     (np.ma.masked_array([[1.0, np.nan], [2.0, 3.0]], mask=[[0, 0], [0, 0]]), "unmasked entry"),
     (sp.coo_array((np.array([np.nan]), (np.array([0]), np.array([0]))), shape=(1, 1)),
@@ -135,7 +133,12 @@ def test_depth3_recovers_a_low_rank_matrix_and_depth1_cannot():
     P = shallow.transform(X)
     np.testing.assert_allclose(P[missing], np.broadcast_to(shallow.mean_, M.shape)[missing],
                                atol=1e-2 * shallow.scale_)
-    np.testing.assert_allclose(shallow.mean_, np.nanmean(X, axis=0), rtol=1e-12)
+    # the offsets are the column means of the training part (the validation entries left out)
+    r, c = np.nonzero(~missing)
+    val = validation_split(r.size, 0.1, np.random.default_rng(0))
+    train = np.where(missing, np.nan, M)
+    train[r[val], c[val]] = np.nan
+    np.testing.assert_allclose(shallow.mean_, np.nanmean(train, axis=0), rtol=1e-12)
     # fitted attributes
     for est in (deep, shallow):
         assert est.n_iter_ == est.best_step_
@@ -241,20 +244,15 @@ class _CheckedAsTransformer(DeepMatrixCompletion):
 # Checks that do not apply to a matrix completer, with the reason (shown in the test report).
 _TIED = ("a completion belongs to the rows of the matrix it was fitted on: transform of another "
          "matrix (a subset, a reordering, another width) is refused")
-_SPARSE = ("the checks' random sparse matrices have rows with no stored entry; unstored entries "
-           "are missing here, and an all-missing row is refused")
 EXPECTED_FAILED = {
     "check_methods_subset_invariance": _TIED,
     "check_fit_idempotent": _TIED,
     "check_n_features_in_after_fitting": _TIED,
-    "check_estimator_sparse_tag": _SPARSE,
-    "check_estimator_sparse_array": _SPARSE,
-    "check_estimator_sparse_matrix": _SPARSE,
 }
 
 
 @pytest.mark.slow  # ~45 checks, each compiling small programs: minutes on the 2-core machine
-@parametrize_with_checks([_CheckedAsTransformer(depth=2, max_steps=20, check_every=10,
+@parametrize_with_checks([_CheckedAsTransformer(depth=2, max_steps=20, check_every=10, n_seeds=1,
                                                 random_state=0)],
                          expected_failed_checks=lambda est: EXPECTED_FAILED)
 def test_sklearn_estimator_checks(estimator, check):
@@ -341,3 +339,115 @@ def test_fits_of_one_shape_reuse_the_compiled_program():
     _, other = _low_rank(6, shape=(26, 22), observed=0.3)
     est.fit(np.where(other, np.nan, M))
     assert _train_program._cache_size() == before
+
+
+# ------------------------------------------------------------------- offsets, cold start, ratings
+
+
+@pytest.mark.parametrize("biases", [False, True])
+def test_validation_entries_do_not_move_the_offsets_or_the_scale(biases):
+    """mean_, row_bias_ and scale_ come from the training part of the split only: changing the
+    values of the held-out entries (same positions, same seed) leaves them unchanged, while
+    changing a training entry moves them."""
+    M, missing = _low_rank(3, noise=0.1)
+    r, c = np.nonzero(~missing)
+    val = validation_split(r.size, 0.1, np.random.default_rng(0))
+    X = np.where(missing, np.nan, M)
+    moved = X.copy()
+    moved[r[val], c[val]] += 50.0  # the validation entries only
+    kw = dict(depth=2, max_steps=50, biases=biases, random_state=0)
+    a = DeepMatrixCompletion(**kw).fit(X)
+    b = DeepMatrixCompletion(**kw).fit(moved)
+    np.testing.assert_array_equal(a.mean_, b.mean_)
+    np.testing.assert_array_equal(a.row_bias_, b.row_bias_)
+    assert a.scale_ == b.scale_
+    assert b.validation_error_ > a.validation_error_ + 10  # the split did see the change
+    train = np.setdiff1d(np.arange(r.size), val)[0]
+    other = X.copy()
+    other[r[train], c[train]] += 50.0
+    o = DeepMatrixCompletion(**kw).fit(other)
+    assert o.scale_ != a.scale_ and not np.array_equal(o.mean_, a.mean_)
+
+
+@pytest.mark.parametrize("biases", [False, True])
+def test_cold_rows_and_columns_are_predicted_by_the_offsets(biases):
+    M, missing = _low_rank(4, shape=(30, 24), observed=0.6)
+    missing[[3, 17], :] = True  # two users with no rating
+    missing[:, 5] = True  # an item nobody rated
+    X = np.where(missing, np.nan, M)
+    est = DeepMatrixCompletion(depth=3, max_steps=500, biases=biases, random_state=0).fit(X)
+    assert list(est.cold_rows_) == [3, 17] and list(est.cold_cols_) == [5]
+    C = est.completion()
+    assert np.all(np.isfinite(C))
+    np.testing.assert_allclose(C[3], est.row_bias_[3] + est.mean_, rtol=1e-12)
+    np.testing.assert_allclose(C[:, 5], est.row_bias_ + est.mean_[5], rtol=1e-12)
+    if biases:  # no observation: bias 0, the global mean plus the other side's bias
+        assert est.row_bias_[3] == 0.0
+        assert est.mean_[5] == pytest.approx(est.global_mean_)
+    else:
+        assert est.mean_[5] == pytest.approx(est.global_mean_)
+    np.testing.assert_allclose(est.predict(np.array([3, 0]), np.array([0, 5])),
+                               [C[3, 0], C[0, 5]], rtol=1e-6)
+    with pytest.raises(ValueError, match="no observed entry"):
+        DeepMatrixCompletion().fit(np.full((3, 3), np.nan))
+
+
+def test_biases_fit_on_the_residual_and_clip_to_the_range():
+    """Ratings = biases + a rank-1 interaction: with biases the offsets hold the biases and the
+    factorization the interaction; clipping keeps every prediction in the observed range."""
+    rng = np.random.default_rng(5)
+    n_u, n_i = 60, 40
+    R = (3.5 + 0.6 * rng.standard_normal((n_u, 1)) + 0.4 * rng.standard_normal((1, n_i))
+         + 0.8 * np.outer(rng.standard_normal(n_u), rng.standard_normal(n_i)))
+    R = np.clip(np.round(R), 1, 5)
+    missing = rng.random(R.shape) > 0.5
+    X = np.where(missing, np.nan, R)
+    est = DeepMatrixCompletion(depth=3, max_steps=2000, biases=True, clip=True,
+                               random_state=0).fit(X)
+    C = est.completion()
+    assert est.clip_range_ == (1.0, 5.0) and C.min() >= 1.0 and C.max() <= 5.0
+    plain = DeepMatrixCompletion(depth=3, max_steps=2000, biases=False, random_state=0).fit(X)
+    err = lambda P: np.sqrt(np.mean((P - R)[missing] ** 2))  # noqa: E731
+    from deeplinear.biases import fit_biases
+    from deeplinear.observations import Observations
+
+    b = fit_biases(Observations.from_matrix(X))
+    assert err(C) < err(np.clip(b.matrix(), 1, 5))  # the factorization adds to the biases
+    assert err(C) < 1.1 * err(plain.completion())
+
+
+def test_fit_triplets_names_rows_and_columns_by_id():
+    rng = np.random.default_rng(6)
+    users = np.array([f"u{k}" for k in rng.integers(0, 25, 400)])
+    items = rng.integers(100, 130, 400)
+    keep = np.unique(np.char.add(users, items.astype(str)), return_index=True)[1]
+    users, items = users[keep], items[keep]
+    ratings = rng.integers(1, 6, users.size).astype(float)
+    est = DeepMatrixCompletion(depth=2, max_steps=200, random_state=0).fit_triplets(
+        users, items, ratings)
+    assert est.biases_ and est.clip_range_ == (ratings.min(), ratings.max())
+    assert list(est.users_) == sorted(set(users)) and list(est.items_) == sorted(set(items))
+    got = est.predict_triplets(users[:5], items[:5])
+    r = np.searchsorted(est.users_, users[:5])
+    c = np.searchsorted(est.items_, items[:5])
+    np.testing.assert_allclose(got, est.predict(r, c))
+    # unknown ids: the biases of the known side
+    new = est.predict_triplets(np.array(["nobody", users[0]]), np.array([items[0], 999]))
+    assert new[0] == pytest.approx(np.clip(est.mean_[c[0]], *est.clip_range_))
+    assert new[1] == pytest.approx(np.clip(est.global_mean_ + est.row_bias_[r[0]],
+                                           *est.clip_range_))
+    with pytest.raises(ValueError, match="rated item .* 2 times: an entry may be observed once"):
+        DeepMatrixCompletion().fit_triplets(["a", "a"], [1, 1], [3.0, 4.0])
+
+
+def test_seeds_average_the_residuals():
+    M, missing = _low_rank(7, noise=0.1)
+    X = np.where(missing, np.nan, M)
+    est = DeepMatrixCompletion(depth=2, max_steps=300, n_seeds=3, random_state=0).fit(X)
+    assert len(est.ensemble_) == 3
+    from deeplinear.completion import _product
+
+    W = np.mean([_product(f) for f in est.ensemble_], axis=0)
+    np.testing.assert_allclose(est.completion(), est.mean_[None, :] + est.scale_ * W,
+                               rtol=1e-10)
+    assert not np.allclose(_product(est.ensemble_[0]), _product(est.ensemble_[1]))

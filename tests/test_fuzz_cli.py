@@ -337,8 +337,6 @@ def _complete_cases() -> None:
         "ragged.csv": b"1,2,3\n4,5\n",
         "text.csv": b"1,2,x\n4,5,6\n",
         "inf.csv": b"1,2,inf\n4,5,6\n",
-        "allmissing-row.csv": b"1,2,3\n,,\n4,5,6\n",
-        "allmissing-col.csv": b"1,,3\n4,,6\n",
         "nothing.csv": b",,\nnan,NaN,\n",
         "latin1.csv": "1,2,\xe9\n".encode("latin-1"),
         "binary.csv": bytes(range(256)),
@@ -348,7 +346,6 @@ def _complete_cases() -> None:
         "objects.npy": _npy(np.array([[1, None]], dtype=object)),
         "complex.npy": _npy(np.ones((2, 2), complex)),
         "inf.npy": _npy(np.array([[1.0, np.inf], [2.0, 3.0]])),
-        "allmissing.npy": _npy(np.array([[1.0, 2.0], [np.nan, np.nan]])),
         "allnan.npy": _npy(np.full((3, 3), np.nan)),
         "zerorows.npy": _npy(np.zeros((0, 3))),
         "truncated.npy": _npy(good)[:-7],
@@ -361,7 +358,6 @@ def _complete_cases() -> None:
         "garbage.mtx": b"not a matrix market file\n",
         "truncated.mtx": b"%%MatrixMarket matrix coordinate real general\n3 3 4\n1 1 1.0\n",
         "nan.mtx": b"%%MatrixMarket matrix coordinate real general\n2 2 2\n1 1 nan\n2 2 1\n",
-        "emptyrow.mtx": b"%%MatrixMarket matrix coordinate real general\n2 2 2\n1 1 1\n1 2 1\n",
         "complex.mtx": b"%%MatrixMarket matrix coordinate complex general\n1 1 1\n1 1 1 2\n",
         "noentries.mtx": b"%%MatrixMarket matrix coordinate real general\n2 2 0\n",
     }
@@ -387,10 +383,42 @@ def _complete_cases() -> None:
         ("{tmp}/out.csv", ["--dtype", "float16"]),
         ("{tmp}/out.csv", ["--validation-fraction", "1.5"]),
         ("{tmp}/out.csv", ["--validation-fraction", "nan"]),
+        ("{tmp}/out.csv", ["--seeds", "0"]),
+        ("{tmp}/out.csv", ["--seeds", "x"]),
+        ("{tmp}/out.csv", ["--predict", "{tmp}/good.csv"]),  # a matrix file is no pairs file
     ]):
         add(f"complete-option-{i}", ["complete", "{tmp}/good.csv", "--out", out, *extra],
             files=good_csv)
     add("complete-no-out", ["complete", "{tmp}/good.csv"], files=good_csv)
+    # ratings files: triplets user,item,rating (one line each, the policy named)
+    bad_ratings = {
+        "dup.csv": b"user,item,rating\na,x,4\nb,x,3\na,x,5\n",
+        "word.tsv": b"u\ti\t4\nv\ti\tfive\n",
+        "inf.tsv": b"u\ti\tinf\n",
+        "nan.tsv": b"u\ti\tnan\n",
+        "empty.tsv": b"",
+        "blank.tsv": b"\n\n  \n",
+        "headeronly.csv": b"user,item,rating\n",
+        "twocols.tsv": b"1\t2\n",
+        "noid.tsv": b"\t2\t3\n",
+        "binary.tsv": bytes(range(256)),
+        "latin1.tsv": "u\t\xe9\t3\n".encode("latin-1"),
+    }
+    for name, content in bad_ratings.items():
+        add(f"complete-ratings-{name}", ["complete", "{tmp}/" + name, "--out", "{tmp}/out.csv"],
+            files={name: content})
+    ratings = {"r.tsv": b"a\tx\t4\nb\tx\t3\nb\ty\t2\n"}
+    for i, (pairs, out) in enumerate([
+        (b"", "{tmp}/out.csv"),  # empty pairs file
+        (b"user,item\n", "{tmp}/out.csv"),  # header only
+        (b"a\n", "{tmp}/out.csv"),  # one column
+        (b"a,x\n", "{tmp}/out.npy"),  # predictions are written as .csv
+        (b",x\n", "{tmp}/out.csv"),  # empty id
+    ]):
+        add(f"complete-predict-{i}", ["complete", "{tmp}/r.tsv", "--predict", "{tmp}/p.csv",
+                                      "--out", out], files={**ratings, "p.csv": pairs})
+    add("complete-predict-missing", ["complete", "{tmp}/r.tsv", "--predict", "{tmp}/nope.csv",
+                                     "--out", "{tmp}/out.csv"], files=ratings)
 
 
 _complete_cases()

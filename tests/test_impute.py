@@ -115,10 +115,10 @@ def test_padded_and_dense_nuclear_norm_solves_equal_the_plain_one(dense_entries,
     import jax
     import jax.numpy as jnp
 
-    from deeplinear import baselines as bl
+    from deeplinear import observations
     from deeplinear.baselines import _Completion, _run_admm, min_nuclear_norm_completion
 
-    monkeypatch.setattr(bl, "_DENSE_ENTRIES", dense_entries)
+    monkeypatch.setattr(observations, "DENSE_ENTRIES", dense_entries)
 
     M, mask = _problem(7, shape=(14, 11), observed=0.45)
     r, c = np.nonzero(mask)
@@ -131,3 +131,15 @@ def test_padded_and_dense_nuclear_norm_solves_equal_the_plain_one(dense_entries,
             X = _run_admm(op, M[r, c], tol, 1e-6, 3000, "full")[0]
         np.testing.assert_allclose(padded.X, X, atol=1e-9)
         assert padded.max_violation < 1e-4
+
+
+def test_observations_input_is_the_masked_input():
+    from deeplinear.observations import Observations
+
+    M, mask = _problem(3)
+    obs = Observations.from_mask(M, mask)
+    a = soft_impute(M, mask, 0.5, max_iters=20, tol=0.0)
+    b = soft_impute(obs, None, 0.5, max_iters=20, tol=0.0)
+    np.testing.assert_array_equal(a.Z, b.Z)
+    c = hard_impute(obs, None, 2, max_iters=10, tol=0.0)
+    np.testing.assert_array_equal(c.Z, hard_impute(M, mask, 2, max_iters=10, tol=0.0).Z)

@@ -16,7 +16,8 @@ The public API, in one place (each name is documented where it is defined):
 * measuring: ``deeplinear.metrics`` (norms, ranks, errors) and ``deeplinear.curves`` (reading
   trajectories);
 * the rest, by module: ``baselines`` (minimum nuclear norm), ``completion`` (deep matrix
-  factorization as a scikit-learn estimator), ``tensor`` (CP and hierarchical tensor
+  factorization as a scikit-learn estimator; ``observations``, the observed-entries type,
+  ``biases``, ``completion_io``, its files), ``tensor`` (CP and hierarchical tensor
   factorizations), ``theory`` (one numerical check per statement), ``experiments`` (one per
   figure), ``overparam`` (overparameterized equinox models), ``torch`` (the same for PyTorch),
   ``data``, ``store``, ``sweep``, ``report``, ``config``, ``cli``.
@@ -63,9 +64,10 @@ from deeplinear.simulate import end_to_end_descent, end_to_end_gradient_flow
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("baselines", "cli", "completion", "config", "curves", "data", "dynamics",
-               "experiments", "metrics", "network", "overparam", "problems", "report", "simulate",
-               "store", "sweep", "tensor", "theory", "torch", "train")
+_SUBMODULES = ("baselines", "biases", "cli", "completion", "completion_io", "config", "curves",
+               "data", "dynamics", "experiments", "metrics", "network", "observations",
+               "overparam", "problems", "report", "simulate", "store", "sweep", "tensor", "theory",
+               "torch", "train")
 """The public modules: each loads on first use (``deeplinear.torch`` imports PyTorch only then)."""
 _NEED_EXTRAS = ("cli", "completion", "torch")
 """Modules that need an extra to import (``cli``; ``experiments``; ``torch``): left out of

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deeplinear.observations import Observations
+
 __all__ = [
     "ImputeFit",
     "Selected",
@@ -68,17 +70,13 @@ def _top_svd(F: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return U, s, Vt.T
 
 
-def _check(X: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    X = np.asarray(X)
-    mask = np.asarray(mask, dtype=bool)
-    if X.ndim != 2 or mask.shape != X.shape:
-        raise ValueError(f"X must be a matrix and mask of the same shape, got {X.shape} and "
-                         f"{mask.shape}")
-    if not mask.any():
+def _check(X, mask) -> tuple[np.ndarray, np.ndarray]:
+    """``(P_Ω(X), Ω)`` as dense arrays, validated once by :class:`observations.Observations`:
+    ``X`` with a boolean ``mask`` of its shape, or an ``Observations`` (``mask=None``)."""
+    obs = X if isinstance(X, Observations) and mask is None else Observations.from_mask(X, mask)
+    if obs.size == 0:
         raise ValueError("mask has no observed entry")
-    if not np.all(np.isfinite(X[mask])):
-        raise ValueError("the observed entries of X must be finite (no inf or nan)")
-    return np.where(mask, X, 0.0), mask
+    return obs.dense(0.0), obs.mask()
 
 
 def _iterate(X, mask, step, Z0, max_iters, tol) -> ImputeFit:
@@ -95,12 +93,14 @@ def _iterate(X, mask, step, Z0, max_iters, tol) -> ImputeFit:
     return ImputeFit(Z, k, rank, converged)
 
 
-def soft_impute(X: np.ndarray, mask: np.ndarray, lam: float, *, Z0: np.ndarray | None = None,
+def soft_impute(X: np.ndarray | Observations, mask: np.ndarray | None, lam: float, *,
+                Z0: np.ndarray | None = None,
                 max_iters: int = 100, tol: float = 1e-5) -> ImputeFit:
     """SoftImpute (Mazumder et al. 2010, Algorithm 1): ``Z <- S_λ(P_Ω(X) + P_Ω⊥(Z))``.
 
     Args:
-        X: data; only the entries where ``mask`` is true are read.
+        X: data; only the entries where ``mask`` is true are read (or an
+            :class:`observations.Observations`, with ``mask=None``).
         mask: observed entries ``Ω`` (boolean, the shape of ``X``).
         lam: the nuclear-norm weight ``λ >= 0``.
         Z0: warm start (default zeros).
@@ -125,7 +125,8 @@ def soft_impute(X: np.ndarray, mask: np.ndarray, lam: float, *, Z0: np.ndarray |
     return _iterate(X, mask, step, Z0, max_iters, tol)
 
 
-def hard_impute(X: np.ndarray, mask: np.ndarray, rank: int, *, Z0: np.ndarray | None = None,
+def hard_impute(X: np.ndarray | Observations, mask: np.ndarray | None, rank: int, *,
+                Z0: np.ndarray | None = None,
                 max_iters: int = 100, tol: float = 1e-5) -> ImputeFit:
     """Hard-impute / iterative SVD: ``Z <- H_r(P_Ω(X) + P_Ω⊥(Z))``, the rank-``r`` truncated SVD."""
     X, mask = _check(X, mask)

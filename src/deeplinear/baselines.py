@@ -38,6 +38,7 @@ import numpy as np
 
 from deeplinear._dtype import in_float64
 from deeplinear._optional import require
+from deeplinear.observations import Observations
 
 __all__ = [
     "hard_impute",
@@ -82,9 +83,11 @@ class NuclearNormSolution:
 # Measurement operators A: R^{n1 x n2} -> R^m, as (forward, adjoint, solve (I + A^T A)^{-1})
 
 
-def _check_completion(rows, cols, values, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rows = np.asarray(rows, dtype=np.int64).ravel()
-    cols = np.asarray(cols, dtype=np.int64).ravel()
+def _check_completion(rows, cols, values, shape) -> Observations:
+    """The observations, validated once by :class:`observations.Observations` (each entry
+    observed once, finite values, indices inside ``shape``), at least one of them."""
+    rows = np.asarray(rows).ravel()
+    cols = np.asarray(cols).ravel()
     values = np.asarray(values, dtype=np.float64).ravel()
     if not (rows.shape == cols.shape == values.shape):
         raise ValueError(
@@ -95,12 +98,13 @@ def _check_completion(rows, cols, values, shape) -> tuple[np.ndarray, np.ndarray
         raise ValueError(f"shape must be (n1, n2) with positive sizes, got {shape!r}")
     if rows.size == 0:
         raise ValueError("rows/cols/values are empty: need at least one observed entry")
-    if rows.min() < 0 or rows.max() >= shape[0] or cols.min() < 0 or cols.max() >= shape[1]:
-        raise ValueError(f"rows/cols contain indices outside shape {tuple(shape)}")
-    flat = rows * shape[1] + cols
-    if np.unique(flat).size != flat.size:
-        raise ValueError("rows/cols contain a repeated entry: observe each entry at most once")
-    return rows, cols, values
+    try:
+        return Observations(rows.astype(np.int64), cols.astype(np.int64), values,
+                            (int(shape[0]), int(shape[1])))
+    except ValueError as err:
+        if "must lie in" in str(err):
+            raise ValueError(f"rows/cols contain indices outside shape {tuple(shape)}") from None
+        raise
 
 
 def _check_tol(tol: float) -> float:
@@ -151,18 +155,6 @@ class _DenseCompletion(NamedTuple):
 
     def violation(self, X: jax.Array, y: jax.Array, tol: jax.Array) -> jax.Array:
         return jnp.max(self.mask * jnp.maximum(jnp.abs(X - y) - tol, 0.0))
-
-
-_DENSE_ENTRIES = 2**18  # completions of at most this many entries use _DenseCompletion
-
-
-def _padded(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n1: int) -> tuple:
-    """The observations padded to the next power of two with ``(n1, 0, 0.0)`` entries (see
-    :class:`_Completion`): solves with similar numbers of observations share compiled code."""
-    pad = (1 << max(int(rows.size) - 1, 0).bit_length()) - rows.size
-    return (np.concatenate([rows, np.full(pad, n1, rows.dtype)]),
-            np.concatenate([cols, np.zeros(pad, cols.dtype)]),
-            np.concatenate([values, np.zeros(pad, values.dtype)]))
 
 
 class _Sensing(NamedTuple):
@@ -442,21 +434,22 @@ def min_nuclear_norm_completion(
     Returns:
         NuclearNormSolution.
     """
-    rows, cols, values = _check_completion(rows, cols, values, shape)
+    obs = _check_completion(rows, cols, values, shape)
+    rows, cols, values = obs.rows, obs.cols, obs.values
     tol = _check_tol(tol)
-    shape = (int(shape[0]), int(shape[1]))
+    shape = obs.shape
 
     def forward(X):
         return X[rows, cols]
 
     if solver == "admm":
         with jax.enable_x64(True):
-            if shape[0] * shape[1] <= _DENSE_ENTRIES:
-                mask, y = np.zeros(shape), np.zeros(shape)
-                mask[rows, cols], y[rows, cols] = 1.0, values
-                op = _DenseCompletion(jnp.asarray(mask), jnp.zeros(shape, jnp.float64))
-            else:
-                r_pad, c_pad, y = _padded(rows, cols, values, shape[0])
+            if obs.dense_is_cheaper:  # one compiled solver per shape
+                y = obs.dense(0.0)
+                op = _DenseCompletion(jnp.asarray(obs.mask(), jnp.float64),
+                                      jnp.zeros(shape, jnp.float64))
+            else:  # padded: one compiled solver per power of two of observations
+                r_pad, c_pad, y = obs.padded()
                 op = _Completion(jnp.asarray(r_pad), jnp.asarray(c_pad),
                                  jnp.zeros(shape, jnp.float64))
             X, iters, status, secs = _run_admm(op, y, tol, rtol, max_iters, svd, feas_tol)

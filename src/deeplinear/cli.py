@@ -134,6 +134,8 @@ EXAMPLES: dict[str, list[str]] = {
     "complete": [
         "deeplinear complete examples/incomplete.csv --out completed.csv --max-steps 500",
         "deeplinear complete examples/incomplete.csv --out completed.npy --depth 2 --seed 1",
+        "deeplinear complete examples/ratings.csv --predict examples/pairs.csv --out predicted.csv "
+        "--max-steps 500",
     ],
 }
 """The example command lines each ``--help`` page shows (key: the command, "" = the group); a
@@ -650,9 +652,11 @@ def _reproduce_one(exp: Experiment, preset: str, run_dir: Path,
 def complete_cmd(
     input_: Annotated[Path, typer.Argument(
         metavar="INPUT", help="Incomplete matrix: .csv (empty cells or NaN missing), .npy, .npz "
-        "or MatrixMarket .mtx (stored entries observed).")],
+        "or MatrixMarket .mtx (stored entries observed); or a ratings file of user,item,rating "
+        "lines (.csv with a header, .tsv, .data, .dat, .txt; further columns ignored).")],
     out: Annotated[Path, typer.Option(help="New file for the completed matrix (.csv, .npy, .npz "
-                                      "or .mtx); an existing file is never replaced.")],
+                                      "or .mtx), or with --predict the predicted ratings (.csv); "
+                                      "an existing file is never replaced.")],
     depth: Annotated[int, typer.Option(min=1, max=10, help="Number of factors N.")] = 3,
     width: Annotated[int | None, typer.Option(
         min=1, help="Hidden width (default: 2 x the rank the observations determine).")] = None,
@@ -662,34 +666,62 @@ def complete_cmd(
         min=0.01, max=0.5, help="Observed entries held out for early stopping.")] = 0.1,
     seed: Annotated[int, typer.Option(min=0, max=2**31 - 2, help="Split and init seed.")] = 0,
     dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
+    ratings: Annotated[bool, typer.Option(
+        "--ratings", help="Read INPUT as user,item,rating lines (automatic for a .csv with a "
+        "header and for .tsv/.data/.dat/.txt).")] = False,
+    predict: Annotated[Path | None, typer.Option(
+        help="Ratings only: a file of user,item pairs whose ratings --out receives (without it, "
+        "--out gets the whole users x items matrix, ids in sorted order).")] = None,
+    biases: Annotated[bool | None, typer.Option(
+        "--biases/--no-biases", help="Global mean + row/column biases under the factorization "
+        "(default: on for ratings, column means for a matrix).")] = None,
+    clip: Annotated[bool | None, typer.Option(
+        "--clip/--no-clip", help="Clip predictions to the observed range (default: on for "
+        "ratings).")] = None,
+    seeds: Annotated[int, typer.Option(min=1, max=100, help="Fits averaged (independent "
+                                       "inits).")] = 3,
 ) -> None:
-    """Complete a matrix with deep matrix factorization (deeplinear.completion; docs/completion.md)."""
+    """Complete a matrix or a ratings file with deep matrix factorization (deeplinear.completion;
+    docs/completion.md)."""
     import numpy as np
 
-    from deeplinear.completion import (
-        MATRIX_FORMATS,
-        DeepMatrixCompletion,
-        check_matrix,
-        read_matrix,
-        write_matrix,
-    )
+    from deeplinear import completion_io as cio
+    from deeplinear.completion import DeepMatrixCompletion
 
     if dtype not in ("float32", "float64"):
         raise ConfigError(f"--dtype {short(dtype)}: must be float32 or float64")
-    for label, path in (("INPUT", input_), ("--out", out)):
-        if path.suffix.lower() not in MATRIX_FORMATS:
+    triplets = ratings or predict is not None or cio.looks_like_ratings(input_)
+    formats = cio.RATINGS_FORMATS if triplets else cio.MATRIX_FORMATS
+    out_formats = (".csv",) if predict is not None else cio.MATRIX_FORMATS
+    for label, path, allowed in (("INPUT", input_, formats), ("--out", out, out_formats),
+                                 ("--predict", predict, cio.RATINGS_FORMATS)):
+        if path is not None and path.suffix.lower() not in allowed:
             raise ConfigError(f"{label} {short_path(path)}: unknown format "
                               f"{path.suffix or '(no extension)'!r}; use one of "
-                              f"{', '.join(MATRIX_FORMATS)}")
+                              f"{', '.join(allowed)}")
     _check_new_file(out)
+    pairs = None
     try:
-        X = read_matrix(input_)
-        observed = check_matrix(X)[0].size
-    except ValueError as err:
-        raise ConfigError(f"INPUT {short_path(input_)}: {err}") from None
+        if triplets:
+            table = cio.read_ratings(input_)
+        else:
+            from deeplinear.observations import Observations
+
+            obs = Observations.from_matrix(cio.read_matrix(input_))
+            if obs.size == 0:
+                raise ValueError(f"X has no observed entry (shape {obs.shape}): nothing to "
+                                 "complete from")
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"INPUT {short_path(input_)}: {' '.join(str(err).split())}") from None
+    if predict is not None:
+        try:
+            pairs = cio.read_pairs(predict)
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"--predict {short_path(predict)}: "
+                              f"{' '.join(str(err).split())}") from None
     est = DeepMatrixCompletion(depth=depth, width=width, max_steps=max_steps,
                                validation_fraction=validation_fraction, random_state=seed,
-                               dtype=dtype)
+                               dtype=dtype, biases=biases, clip=clip, n_seeds=seeds)
     with rich_progress() as progress:
         log_line(f"complete: {short_path(input_)} (depth {depth})")
         handle = progress.task("fitting (early stopping)", max_steps)
@@ -701,21 +733,50 @@ def complete_cmd(
                 done[0] = step
 
         try:
-            completed = est.fit_transform(X, progress=report)
+            if triplets:
+                est.fit_triplets(cio.parse_ids(table.user), cio.parse_ids(table.item),
+                                 table.rating, progress=report)
+            else:
+                est.fit(obs, progress=report)
         except ValueError as err:
             raise ConfigError(f"INPUT {short_path(input_)}: {err}") from None
-    if not np.all(np.isfinite(completed)):
+    n_obs = len(table) if triplets else obs.size
+    shape = est.shape_
+    if pairs is not None:
+        result = est.predict_triplets(*pairs)
+        data = cio.ratings_csv(pairs[0], pairs[1], result)
+    else:
+        result = est.completion() if triplets else est.transform(obs)
+        data = cio.write_matrix(out, result)
+    if not np.all(np.isfinite(result)):
         typer.echo(error_line("the completion is not finite; nothing written (try --dtype "
                               "float64 or a smaller --max-steps)"), err=True)
         raise typer.Exit(1)
+    cold = [f"{n} {what}{'s' * (n != 1)}" for n, what in (
+        (est.cold_rows_.size, "user" if triplets else "row"),
+        (est.cold_cols_.size, "item" if triplets else "column")) if n]
+    if pairs is not None:
+        known_u = np.isin(pairs[0], est.users_.astype(str))
+        known_i = np.isin(pairs[1], est.items_.astype(str))
+        new = [f"{n} {what}{'s' * (n != 1)}" for n, what in (
+            (np.unique(pairs[0][~known_u]).size, "new user"),
+            (np.unique(pairs[1][~known_i]).size, "new item")) if n]
+        if new:
+            typer.echo(f"cold start: {' and '.join(new)} in --predict: predicted from the "
+                       f"{'biases' if est.biases_ else 'column means'} alone")
+    if cold:
+        typer.echo(f"cold start: {' and '.join(cold)} with no observed entry: predicted from "
+                   f"the {'biases' if est.biases_ else 'column means'} alone")
     _check_new_file(out)
-    _write_new_file(out, write_matrix(out, completed))
+    _write_new_file(out, data)
     val = (f"{est.validation_error_:.6g}" if np.isfinite(est.validation_error_)
            else "- (too few observations to hold any out)")
     typer.echo(f"validation RMSE: {val}  effective rank: "
-               f"{est.effective_rank_:.3g}  steps: {est.n_iter_}  shape: {completed.shape[0]} x "
-               f"{completed.shape[1]}  observed: {observed}")
-    typer.echo(f"wrote {short_path(out)}  ({est.fit_seconds_:.1f} s)")
+               f"{est.effective_rank_:.3g}  steps: {est.n_iter_}  shape: {shape[0]} x "
+               f"{shape[1]}  observed: {n_obs}")
+    what = f"{len(result)} predicted ratings" if pairs is not None else "the completed matrix" + (
+        " (rows: users, columns: items, ids in sorted order)" if triplets else "")
+    typer.echo(f"wrote {short_path(out)}: {what}  ({est.fit_seconds_:.1f} s)")
 
 
 def _check_new_file(path: Path) -> None:

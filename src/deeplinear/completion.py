@@ -1,39 +1,54 @@
 """Deep matrix factorization as a matrix-completion tool for a user's own data (§2.12, §E3).
 
 :class:`DeepMatrixCompletion` fits ``W = W_N ... W_1`` by gradient descent from a small random
-init on the observed entries of a matrix, with scikit-learn's estimator conventions. The implicit
-bias of depth (§2.12: singular values are learned one after another, "greedy low-rank search")
-is used as the regularizer, and the number of steps is chosen on a validation split of the
-observed entries (early stopping). The defaults need no tuning:
+init on the observed entries of a matrix (or a ratings file's triplets, :meth:`fit_triplets`),
+with scikit-learn's estimator conventions. The implicit bias of depth (§2.12: singular values are
+learned one after another, "greedy low-rank search") is the regularizer, and the number of steps
+is chosen on a validation split of the observed entries (early stopping). The model is
 
-* each column's observed mean is removed and the result scaled to unit variance
-  (``Z_ij = (X_ij - mean_j) / scale_``), and predictions are mapped back (``mean_j + scale_ W_ij``):
-  the column means are the part of a data table every imputer uses, and the network learns the
-  low-rank structure around them;
+    X̂_ij = o_ij + s W_ij,    o_ij = r_i + c_j,
+
+an offset ``o`` (the part every imputer or recommender uses) plus a scaled low-rank residual.
+The defaults need no tuning:
+
+* offsets, from the training part of the split only (the validation entries never move them):
+  without biases (matrices) ``r = 0`` and ``c_j`` is column ``j``'s observed mean; with biases
+  (``biases=True``, the default for ratings) ``c_j = μ + v_j`` and ``r_i = u_i``, the global mean
+  and the regularized row and column biases of :mod:`deeplinear.biases` (Surprise's baseline).
+  ``s`` (``scale_``) is the standard deviation of the training residuals ``X_ij - o_ij``, and the
+  network is trained on ``Z_ij = (X_ij - o_ij) / s``;
+* a row or column with no observed entry (cold start) is predicted by its offset alone (the
+  residual there is set to 0: nothing was seen to learn it from);
 * the step size comes from the end-to-end dynamics (§2.6-2.7): the preconditioner's largest
   eigenvalue is ``N σ_1(W)^{2 - 2/N}`` and, on the low-rank directions the network learns, the
   loss ``(1/2m) Σ_Ω (W_ij - Z_ij)^2`` has curvature ``≈ 1/(d_N d_0)`` (``P_Ω`` keeps a fraction
   ``p = m/(d_N d_0)`` of a spread-out direction). So ``lr = d_N d_0 / (N σ̂^{2 - 2/N})`` with
   ``σ̂ = σ_1(P_Ω(Z)) / p`` the unbiased estimate of the completed matrix's top singular value.
   For depth 1 every direction moves, and the worst case ``1/m`` is used: ``lr = m``. A step that
-  diverges anyway is undone and the rate halved;
+  diverges anyway is undone and the rate halved (:func:`_completion_fit.advance`);
 * the hidden width is ``min(d_N, d_0, 2 ⌈m / (d_N + d_0)⌉)``: twice the largest rank the ``m``
   observations can determine (a rank-r matrix has ``r (d_N + d_0 - r)`` degrees of freedom), so
   it never binds an identifiable answer and keeps each step cheap;
-* early stopping: every ``check_every`` steps the validation RMSE is measured; training stops once
-  the validation error has moved away from its start (improved on it, or risen 1% above it: the
-  first, flat phase of small-init training is not a reason to stop) and then not improved by more
-  than 0.1% for
-  ``max(check_every * patience, s)`` steps after the last such improvement at step ``s``
-  (checks come every ``max(check_every, step / 20)`` steps), or when the training loss reaches
-  ``1e-8`` of its start (interpolation: nothing more to learn), or at ``max_steps``. With
+* early stopping (:func:`_completion_fit.early_stopped`): every ``max(check_every, step / 20)``
+  steps the validation RMSE is measured; training stops once the validation error has moved
+  away from its start (improved on it, or risen 1% above it) and then not improved by more than
+  0.1% for ``max(check_every * patience, s)`` steps after the last such improvement at step
+  ``s``, or when the training loss reaches ``1e-8`` of its start, or at ``max_steps``. With
   ``refit=True`` the model is then retrained on every observed entry for the chosen number of
-  steps.
+  steps;
+* ``n_seeds=3`` fits from independent inits (each with its own early stopping) have their
+  residuals averaged, which lowers the variance the random init adds to an early-stopped model
+  (measured, depth 3, one seed -> three: one MovieLens-100K fold RMSE 0.9253 -> 0.9214;
+  standardized tables at 50% missing, held-out RMSE / std: breast cancer 0.628 -> 0.590, wine
+  0.945 -> 0.923, diabetes 0.909 -> 0.866). The seeds share one compiled program;
+* ``clip=True`` (the default for ratings) clips predictions to the range of the observed values.
 
-Matrices of at most ``2^18`` entries train on a dense 0/1 mask of the observations (the same
-loss): the compiled training program then depends on the shape and widths only and is reused by
-the early-stopping phase, the refit and later fits of the same shape; larger ones use the sparse
-step (:class:`problems.SparseCompletion`) where it is cheaper.
+Matrices of at most ``observations.DENSE_ENTRIES`` entries train on a dense 0/1 mask of the
+observations (the same loss): the compiled training program then depends on the shape and widths
+only and is reused by the early-stopping phase, the refit and later fits of the same shape;
+larger ones use the sparse step (:class:`problems.SparseCompletion`) where it is cheaper.
+
+File input and output live in :mod:`deeplinear.completion_io` (re-exported here).
 """
 
 from __future__ import annotations
@@ -45,13 +60,16 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from deeplinear import network as nw
-from deeplinear.problems import MatrixCompletion, Problem, SparseCompletion, sparse_is_cheaper
-from deeplinear.train import Schedule, train
+from deeplinear import _completion_fit as cf
+from deeplinear._completion_fit import MaskedCompletion as _MaskedCompletion  # noqa: F401
+from deeplinear._completion_fit import init_factors as _init  # noqa: F401
+from deeplinear._completion_fit import step_size
+from deeplinear.biases import fit_biases
+from deeplinear.completion_io import MATRIX_FORMATS, read_matrix, write_matrix
+from deeplinear.observations import DUPLICATES_POLICY, Observations
 from deeplinear.train.optimizers import OPTIMIZERS
 
 __all__ = [
@@ -65,91 +83,25 @@ __all__ = [
     "write_matrix",
 ]
 
-_INTERPOLATED = 1e-8  # training loss relative to its start at which nothing is left to learn
-_MAX_HALVINGS = 20
-_DENSE_ENTRIES = 2**18  # matrices up to this size train on a dense mask (see _MaskedCompletion)
-
 
 def observed_entries(X) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
-    """``(rows, cols, values, shape)`` of the observed entries of ``X``, sorted row-major.
-
-    ``X`` is a dense array whose missing entries are NaN, a ``numpy.ma`` masked array (masked =
-    missing) or a ``scipy.sparse`` matrix/array whose stored entries are the observations
-    (explicit zeros included; duplicates are summed, as scipy does). Raises ``ValueError`` for a
-    non-2-D input, a non-numeric one, or an observed value that is not finite.
-    """
-    if sp.issparse(X):
-        coo = sp.coo_array(sp.csr_array(X))  # canonical: duplicates summed, sorted
-        if coo.ndim != 2:
-            raise ValueError(f"X must be a matrix (2-D), got {coo.ndim} dimensions")
-        if coo.dtype.kind not in "biuf":
-            raise ValueError(f"X must hold numbers, got dtype {coo.dtype}")
-        rows, cols = coo.coords
-        values = np.asarray(coo.data, dtype=np.float64)
-        shape = coo.shape
-        if not np.all(np.isfinite(values)):
-            raise ValueError("X has a stored entry that is not finite (inf or nan): stored "
-                             "entries are observations; leave missing entries unstored")
-    else:
-        if isinstance(X, np.ma.MaskedArray):
-            mask = np.ma.getmaskarray(X)
-            data = np.asarray(X.data)
-        else:
-            data = np.asarray(X)
-            mask = None
-        if data.dtype.kind == "c":
-            raise ValueError("Complex data not supported: X must hold real numbers")
-        if data.dtype.kind not in "biuf":
-            if data.dtype.kind == "O":
-                try:  # a TypeError (a dict, a list in a cell) propagates as numpy words it
-                    data = data.astype(np.float64)
-                except ValueError:
-                    raise ValueError("X must hold numbers (NaN for missing entries)") from None
-            else:
-                raise ValueError(f"X must hold numbers (NaN for missing entries), got dtype "
-                                 f"{data.dtype}")
-        if data.ndim != 2:
-            raise ValueError(f"X must be a matrix (2-D), got shape {data.shape} (Reshape your "
-                             "data to rows x columns)")
-        for size, what in ((data.shape[0], "sample"), (data.shape[1], "feature")):
-            if size == 0:  # scikit-learn's wording for an empty input
-                raise ValueError(f"Found array with 0 {what}(s) (shape={data.shape}) while a "
-                                 "minimum of 1 is required: X has no observed entry")
-        data = data.astype(np.float64)
-        missing = np.isnan(data) if mask is None else mask
-        if mask is not None and np.any(np.isnan(data) & ~mask):
-            raise ValueError("X has an unmasked entry that is nan: mask it or give a number")
-        if np.any(np.isinf(data) & ~missing):
-            raise ValueError("X has an observed entry that is inf: give finite values "
-                             "(NaN marks a missing entry)")
-        rows, cols = np.nonzero(~missing)
-        values = data[rows, cols]
-        shape = data.shape
-    order = np.lexsort((cols, rows))
-    return (rows[order].astype(np.int64), cols[order].astype(np.int64), values[order],
-            (int(shape[0]), int(shape[1])))
+    """``(rows, cols, values, shape)`` of :meth:`Observations.from_matrix` ``(X)``: the observed
+    entries of a NaN-marked, masked or ``scipy.sparse`` matrix, sorted row-major."""
+    obs = Observations.from_matrix(X)
+    return obs.rows, obs.cols, obs.values, obs.shape
 
 
 def check_matrix(X) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
-    """:func:`observed_entries` of ``X``, refusing a matrix that cannot be completed: no observed
-    entry, or a row or column with none (its entries would be the mean, a guess)."""
-    rows, cols, values, shape = observed_entries(X)
-    _check_coverage(rows, cols, shape)
-    return rows, cols, values, shape
+    """:func:`observed_entries` of ``X``, refusing a matrix with no observed entry at all (rows
+    and columns with none are allowed: they are predicted from the offsets)."""
+    obs = Observations.from_matrix(X)
+    _check_some(obs)
+    return obs.rows, obs.cols, obs.values, obs.shape
 
 
-def _check_coverage(rows, cols, shape) -> None:
-    if rows.size == 0:
-        raise ValueError(f"X has no observed entry (shape {shape}): nothing to complete from")
-    for axis, (idx, n) in enumerate(((rows, shape[0]), (cols, shape[1]))):
-        seen = np.bincount(idx, minlength=n)
-        empty = np.flatnonzero(seen == 0)
-        if empty.size:
-            name = ("row", "rows") if axis == 0 else ("column", "columns")
-            listed = ", ".join(str(int(i)) for i in empty[:5]) + (", ..." if empty.size > 5 else "")
-            raise ValueError(f"X has {empty.size} all-missing {name[0] if empty.size == 1 else name[1]} "
-                             f"({listed}): each {name[0]} needs at least one observed entry (drop it "
-                             f"or give a value)")
+def _check_some(obs: Observations) -> None:
+    if obs.size == 0:
+        raise ValueError(f"X has no observed entry (shape {obs.shape}): nothing to complete from")
 
 
 def validation_split(n_observed: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -157,25 +109,6 @@ def validation_split(n_observed: int, fraction: float, rng: np.random.Generator)
     validation, drawn without replacement from ``rng``."""
     n_val = int(np.floor(fraction * n_observed))
     return np.sort(rng.permutation(n_observed)[:n_val])
-
-
-def step_size(rows, cols, values, shape: tuple[int, int], depth: int) -> float:
-    """The default learning rate for ``½ mean_Ω`` (module docstring): ``d_N d_0 / (N σ̂^{2-2/N})``
-    with ``σ̂ = σ_1(P_Ω(Z)) / p`` for depth ``N >= 2`` (``σ̂ = 1`` when every observed value is
-    0: nothing to fit, and any finite rate will do), and ``m`` for depth 1."""
-    m = len(values)
-    if depth == 1:
-        return float(m)
-    A = sp.csr_array((values, (rows, cols)), shape=shape)
-    if not np.any(values):
-        sigma = 0.0
-    elif min(shape) > 1:
-        sigma = float(sp.linalg.svds(A, k=1, return_singular_vectors=False, random_state=0)[0])
-    else:
-        sigma = float(np.linalg.norm(values))
-    p = m / (shape[0] * shape[1])
-    sigma = sigma / p if sigma > 0 else 1.0
-    return float(shape[0] * shape[1] / (depth * sigma ** (2.0 - 2.0 / depth)))
 
 
 def _check_params(est: DeepMatrixCompletion) -> None:
@@ -200,61 +133,25 @@ def _check_params(est: DeepMatrixCompletion) -> None:
     integer("max_steps", est.max_steps, 1)
     integer("check_every", est.check_every, 1)
     integer("patience", est.patience, 1)
+    integer("n_seeds", est.n_seeds, 1)
     vf = est.validation_fraction
     if isinstance(vf, bool | np.bool_) or not isinstance(vf, numbers.Real) or not 0 < vf < 1:
         raise ValueError(f"validation_fraction must be in (0, 1), got {vf!r}")
     for name in ("early_stopping", "refit"):
         if not isinstance(getattr(est, name), bool | np.bool_):
             raise ValueError(f"{name} must be True or False, got {getattr(est, name)!r}")
+    for name in ("biases", "clip"):
+        if getattr(est, name) is not None and not isinstance(getattr(est, name), bool | np.bool_):
+            raise ValueError(f"{name} must be True, False or None (None: on for ratings), got "
+                             f"{getattr(est, name)!r}")
     if est.dtype not in ("float32", "float64", np.float32, np.float64):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {est.dtype!r}")
 
 
-class _MaskedCompletion(Problem):
-    """``l(W) = (1/2m) Σ_Ω (W_ij - Z_ij)^2`` as a dense 0/1 ``mask`` of ``Ω`` and the target ``Z``
-    (zero off ``Ω``), ``m = Σ mask``: the ``half_mean`` :class:`problems.MatrixCompletion` loss and
-    gradient, with array shapes that depend on the matrix shape only. Fits of one matrix shape
-    (the training split, the refit on all observations, another missing rate) therefore reuse one
-    compiled training program; on small matrices compiling is what a fit costs most."""
-
-    mask: jax.Array
-    target: jax.Array
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.mask.shape)
-
-    def value_and_grad(self, W):
-        r = self.mask * (W - self.target)
-        m = jnp.sum(self.mask)
-        return 0.5 * jnp.sum(r * r, axis=(-2, -1)) / m, r / m
-
-
-def _init(seed: int, dims: tuple[int, ...], scale: float, dtype) -> tuple[jax.Array, ...]:
-    """``network.gaussian_init(..., per="product")``'s layers, ``N(0, scale^{2/N} / d_{j-1})``,
-    drawn by NumPy (JAX's sampler compiles anew for every layer shape)."""
-    rng = np.random.default_rng(seed)
-    n = len(dims) - 1
-    return tuple(jnp.asarray(scale ** (1.0 / n) / np.sqrt(dims[j])
-                             * rng.standard_normal((dims[j + 1], dims[j])), dtype=dtype)
-                 for j in range(n))
-
-
-@jax.jit
-def _entries(factors, rows, cols):
-    """Entries ``(W_N ... W_1)[rows, cols]`` without forming the product: row ``i`` of
-    ``W_N ... W_2`` times column ``j`` of ``W_1``."""
-    left = factors[-1]
-    for w in reversed(factors[1:-1]):
-        left = left @ w
-    if len(factors) == 1:
-        return factors[0][rows, cols]
-    return jnp.sum(left[rows] * factors[0][:, cols].T, axis=-1)
-
-
 class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
-    """Matrix completion by a depth-``N`` linear network ``W_N ... W_1`` trained by gradient
-    descent from a small init, stopped early on held-out observed entries (§2.12).
+    """Matrix completion by a depth-``N`` linear network ``W_N ... W_1`` on the residual of an
+    offset model, trained by gradient descent from a small init and stopped early on held-out
+    observed entries (§2.12; the model and defaults are in the module docstring).
 
     Args:
         depth: ``N``, the number of factors (1: the matrix itself, 2: matrix factorization,
@@ -272,29 +169,42 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
         check_every: steps between validation checks.
         patience: checks without improvement before stopping (at least; see module docstring).
         refit: after early stopping, retrain on all observed entries for the chosen steps.
-        random_state: ``None``, an int or a ``numpy.random.Generator`` (split and init).
+        biases: offsets from a global mean and regularized row and column biases
+            (:mod:`deeplinear.biases`) instead of the column means; ``None``: on in
+            :meth:`fit_triplets`, off in :meth:`fit`.
+        clip: clip predictions to the observed values' range; ``None``: as ``biases``.
+        n_seeds: fits from independent inits whose residuals are averaged.
+        random_state: ``None``, an int or a ``numpy.random.Generator`` (split and inits).
         dtype: ``"float32"`` (default) or ``"float64"`` (fitted inside ``jax.enable_x64``).
 
     Attributes (after ``fit``):
-        mean_, scale_: the observed column means ``(d_0,)`` and the scale of the centered values.
-        factors_: the fitted factors ``(W_1, ..., W_N)`` (on the standardized scale).
-        n_iter_: gradient steps of the returned model.
+        mean_: the column offsets ``c`` ``(d_0,)`` (column means, or global mean plus column
+            biases); row_bias_: the row offsets ``r`` ``(d_N,)`` (zeros without biases);
+            global_mean_: the training entries' mean; scale_: ``s``.
+        biases_, clip_range_: whether biases were used, and the clipping range (or ``None``).
+        cold_rows_, cold_cols_: indices of the rows and columns with no observed entry.
+        factors_: the fitted factors ``(W_1, ..., W_N)`` of the first seed (standardized scale);
+            ensemble_: the factors of every seed.
+        n_iter_: gradient steps of the returned model (first seed).
         best_step_: the step chosen on the validation split (``n_iter_`` without early stopping).
         loss_curve_: training loss (``½ mean`` of squared standardized residuals) per check.
         validation_curve_: validation RMSE (original units) per check; empty without a split.
         validation_steps_: the steps of ``loss_curve_`` and ``validation_curve_``.
         validation_error_: the validation RMSE at ``best_step_`` (``nan`` without a split).
         lr_: the learning rate used (after any halving); width_: the hidden width.
-        singular_values_: singular values of ``scale_ W`` (the completion minus column means).
+        singular_values_: singular values of ``scale_ W`` (the completion minus its offsets).
         effective_rank_: their effective rank ``exp(H(σ/Σσ))`` (§2.13).
         shape_, n_features_in_: the fitted matrix's shape and its number of columns.
+        users_, items_: the row and column ids (:meth:`fit_triplets` only).
         fit_seconds_: wall time of ``fit``.
     """
 
     def __init__(self, depth: int = 3, width: int | None = None, init_scale: float = 1e-2,
                  optimizer: str = "gd", lr: float | str = "auto", max_steps: int = 20_000,
                  validation_fraction: float = 0.1, early_stopping: bool = True,
-                 check_every: int = 25, patience: int = 10, refit: bool = True,
+                 check_every: int = 5, patience: int = 50, refit: bool = True,
+                 biases: bool | None = None, clip: bool | None = None,
+                 n_seeds: int = 3,
                  random_state: int | np.random.Generator | None = None, dtype: str = "float32"):
         self.depth = depth
         self.width = width
@@ -307,6 +217,9 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
         self.check_every = check_every
         self.patience = patience
         self.refit = refit
+        self.biases = biases
+        self.clip = clip
+        self.n_seeds = n_seeds
         self.random_state = random_state
         self.dtype = dtype
 
@@ -320,172 +233,158 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------------------ fit
 
     def fit(self, X, y=None, *, progress: Callable[[int], None] | None = None):
-        """Fit on the observed entries of ``X`` (``y`` is ignored). ``progress(step)`` is called
-        as training advances (steps of the current phase)."""
+        """Fit on the observed entries of ``X`` (a NaN-marked, masked or ``scipy.sparse``
+        matrix, or an :class:`observations.Observations`; ``y`` is ignored). ``progress(step)``
+        is called as training advances (steps of the current phase)."""
         del y
         _check_params(self)
+        obs = Observations.from_matrix(X)
+        _check_some(obs)
+        for name in ("users_", "items_"):
+            self.__dict__.pop(name, None)
+        return self._fit_timed(obs, ratings=False, progress=progress)
+
+    def fit_triplets(self, users, items, ratings, *,
+                     progress: Callable[[int], None] | None = None):
+        """Fit on ratings given as triplets: ``users[k]`` rated ``items[k]`` with ``ratings[k]``
+        (ids of any kind: integers, strings). Row ``i`` of the model is ``users_[i]``, column
+        ``j`` is ``items_[j]`` (the distinct ids, sorted). Biases and clipping are on unless set
+        to ``False``. A repeated ``(user, item)`` pair is an error (one observation per entry)."""
+        _check_params(self)
+        users, items = np.asarray(users), np.asarray(items)
+        ratings = np.asarray(ratings)
+        if not (users.ndim == items.ndim == ratings.ndim == 1
+                and users.shape == items.shape == ratings.shape):
+            raise ValueError(f"users, items and ratings must be 1-D of one length, got shapes "
+                             f"{users.shape}, {items.shape}, {ratings.shape}")
+        if users.size == 0:
+            raise ValueError("no ratings given: nothing to complete from")
+        user_ids, rows = np.unique(users, return_inverse=True)
+        item_ids, cols = np.unique(items, return_inverse=True)
+        uniq, counts = np.unique(rows.astype(np.int64) * item_ids.size + cols,
+                                 return_counts=True)
+        if np.any(counts > 1):
+            k = int(np.argmax(counts > 1))
+            r, c = divmod(int(uniq[k]), item_ids.size)
+            raise ValueError(f"user {user_ids[r]!r} rated item {item_ids[c]!r} "
+                             f"{int(counts[k])} times: {DUPLICATES_POLICY}")
+        obs = Observations(rows, cols, ratings, (user_ids.size, item_ids.size))
+        self.users_, self.items_ = user_ids, item_ids
+        return self._fit_timed(obs, ratings=True, progress=progress)
+
+    def _fit_timed(self, obs: Observations, ratings: bool, progress):
         t0 = time.perf_counter()
-        rows, cols, values, shape = check_matrix(X)
+        self.biases_ = bool(ratings if self.biases is None else self.biases)
+        clip = bool(ratings if self.clip is None else self.clip)
         if jnp.dtype(self.dtype) == jnp.float64:
             with jax.enable_x64(True):
-                self._fit(rows, cols, values, shape, jnp.float64, progress)
+                self._fit(obs, clip, jnp.float64, progress)
         else:
-            self._fit(rows, cols, values, shape, jnp.float32, progress)
+            self._fit(obs, clip, jnp.float32, progress)
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
-    def _fit(self, rows, cols, values, shape, dtype, progress) -> None:
+    def _offsets(self, train: Observations) -> None:
+        """``row_bias_``, ``mean_``, ``global_mean_`` and ``scale_`` from the training part."""
+        d_out, d_in = train.shape
+        self.global_mean_ = float(np.mean(train.values))
+        if self.biases_:
+            b = fit_biases(train)
+            self.row_bias_ = b.row
+            self.mean_ = b.mean + b.col
+        else:
+            counts = train.counts(1)
+            sums = np.bincount(train.cols, weights=train.values, minlength=d_in)
+            self.mean_ = np.where(counts > 0, sums / np.maximum(counts, 1), self.global_mean_)
+            self.row_bias_ = np.zeros(d_out)
+        std = float(np.std(train.values - self._offset(train.rows, train.cols)))
+        self.scale_ = std if std > 0 else 1.0
+
+    def _offset(self, rows, cols) -> np.ndarray:
+        return self.row_bias_[rows] + self.mean_[cols]
+
+    def _fit(self, obs: Observations, clip: bool, dtype, progress) -> None:
         rng = np.random.default_rng(self.random_state)
-        m = values.size
+        m = obs.size
         val = (validation_split(m, self.validation_fraction, rng) if self.early_stopping
                else np.zeros(0, np.int64))
-        seed = int(rng.integers(2**31 - 1))
-        # column means of the observed values (every column has one), then one global scale
-        sums = np.bincount(cols, weights=values, minlength=shape[1])
-        self.mean_ = sums / np.bincount(cols, minlength=shape[1])
-        std = float(np.std(values - self.mean_[cols]))
-        self.scale_ = std if std > 0 else 1.0
-        z = (values - self.mean_[cols]) / self.scale_
-        train_idx = np.setdiff1d(np.arange(m), val, assume_unique=True)
-        if train_idx.size == 0:  # a single observation: nothing to hold out
-            train_idx, val = np.arange(m), np.zeros(0, np.int64)
-        d_out, d_in = shape
+        seeds = [int(rng.integers(2**31 - 1)) for _ in range(int(self.n_seeds))]
+        keep = np.ones(m, bool)
+        keep[val] = False
+        if not keep.any():  # a single observation: nothing to hold out
+            keep[:], val = True, np.zeros(0, np.int64)
+        train, held = obs.take(keep), obs.take(val)
+        self._offsets(train)  # the validation entries never move the offsets or the scale
+        self.clip_range_ = ((float(train.values.min()), float(train.values.max())) if clip
+                            else None)
+        self.cold_rows_, self.cold_cols_ = obs.empty(0), obs.empty(1)
+        self.shape_ = obs.shape
+        z_all = obs.with_values((obs.values - self._offset(obs.rows, obs.cols)) / self.scale_)
+        z_train = z_all.take(keep)
+        d_out, d_in = obs.shape
         width = self.width
         if width is None:
             width = max(1, min(d_out, d_in, 2 * -(-m // (d_out + d_in))))
         self.width_ = int(width)
         dims = (d_in,) + (self.width_,) * (self.depth - 1) + (d_out,)
-        rt, ct, zt = rows[train_idx], cols[train_idx], z[train_idx]
-        lr = (step_size(rt, ct, zt, shape, self.depth) if self.lr == "auto" else float(self.lr))
-        init = _init(seed, dims, float(self.init_scale), dtype)
-        steps_curve, loss_curve, val_curve = [], [], []
-        if val.size:
-            best_step, lr, factors = self._early_stopped(
-                init, (rt, ct, zt), (rows[val], cols[val], values[val]), shape, dims, dtype, lr,
-                progress, steps_curve, loss_curve, val_curve)
-            self.validation_error_ = float(min(val_curve))
-            if self.refit:
-                problem = self._problem(rows, cols, z, shape, dims, dtype)
-                factors, lr = self._run(init, problem, lr, best_step, progress, curve=False)[:2]
-        else:
-            best_step = int(self.max_steps)
-            problem = self._problem(rows, cols, z, shape, dims, dtype)
-            factors, lr, losses, rec = self._run(init, problem, lr, best_step, progress)
-            steps_curve, loss_curve = list(rec), list(losses)
-            self.validation_error_ = float("nan")
-        self.factors_ = tuple(np.asarray(w) for w in factors)
-        self.lr_ = float(lr)
-        self.best_step_ = int(best_step)
-        self.n_iter_ = int(best_step)
-        self.loss_curve_ = np.asarray(loss_curve, dtype=np.float64)
-        self.validation_curve_ = np.asarray(val_curve, dtype=np.float64)
-        self.validation_steps_ = np.asarray(steps_curve, dtype=np.int64)
-        W = np.asarray(nw.end_to_end(tuple(jnp.asarray(w) for w in factors)), dtype=np.float64)
-        s = np.linalg.svd(self.scale_ * W, compute_uv=False)
+        lr = (step_size(z_train.rows, z_train.cols, z_train.values, obs.shape, self.depth)
+              if self.lr == "auto" else float(self.lr))
+        train_problem = cf.build_problem(z_train, dims, dtype) if val.size else None
+        all_problem = (cf.build_problem(z_all, dims, dtype) if self.refit or not val.size
+                       else None)
+        held_offset = self._offset(held.rows, held.cols)
+        vr, vc = jnp.asarray(held.rows), jnp.asarray(held.cols)
+
+        def val_rmse(fs) -> float:
+            pred = self._clipped(held_offset + self.scale_ * np.asarray(
+                cf.entries(fs, vr, vc), dtype=np.float64))
+            return float(np.sqrt(np.mean((pred - held.values) ** 2)))
+
+        fits = []
+        for k, seed in enumerate(seeds):
+            start = cf.FitState(cf.init_factors(seed, dims, float(self.init_scale), dtype), lr)
+            fits.append(cf.fit_one(
+                start, train_problem, all_problem, val_rmse if val.size else None,
+                max_steps=int(self.max_steps), check_every=int(self.check_every),
+                patience=int(self.patience), refit=bool(self.refit), optimizer=self.optimizer,
+                progress=progress if k == 0 else None))
+        first = fits[0]
+        self.ensemble_ = [f.factors for f in fits]
+        self.factors_ = first.factors
+        self.lr_ = float(first.lr)
+        self.best_step_ = self.n_iter_ = int(first.best_step)
+        self.validation_error_ = first.validation_error
+        self.validation_steps_ = np.asarray(first.steps, dtype=np.int64)
+        self.loss_curve_ = np.asarray(first.losses, dtype=np.float64)
+        self.validation_curve_ = np.asarray(first.errors, dtype=np.float64)
+        s = self.scale_ * _singular_values(self.ensemble_, self.cold_rows_, self.cold_cols_)
         self.singular_values_ = s
-        keep = s > (s[0] * max(shape) * np.finfo(np.float32).eps if s.size else 0)
-        p = s[keep] / np.sum(s[keep]) if keep.any() else np.zeros(0)
+        keep_s = s > (s[0] * max(obs.shape) * np.finfo(np.float32).eps if s.size else 0)
+        p = s[keep_s] / np.sum(s[keep_s]) if keep_s.any() else np.zeros(0)
         self.effective_rank_ = float(np.exp(-np.sum(p * np.log(p)))) if p.size else 0.0
-        self.shape_ = shape
-        self.n_features_in_ = shape[1]
-
-    @staticmethod
-    def _problem(rows, cols, z, shape, dims, dtype):
-        if shape[0] * shape[1] <= _DENSE_ENTRIES:  # one program per matrix shape and width
-            mask = np.zeros(shape)
-            mask[rows, cols] = 1.0
-            target = np.zeros(shape)
-            target[rows, cols] = z
-            return _MaskedCompletion(jnp.asarray(mask, dtype), jnp.asarray(target, dtype))
-        problem = MatrixCompletion(rows, cols, z, shape, reduction="half_mean", dtype=dtype)
-        # built once here: the step rule's sparse structure is reused by every check's call
-        return SparseCompletion(problem, dims) if sparse_is_cheaper(problem, dims) else problem
-
-    def _run(self, factors, problem, lr, steps, progress, curve=True):
-        """``steps`` steps; a divergence is undone (the engine rolls back) and the rate halved.
-        Without ``curve`` or ``progress`` one record at the end (the early-stopping checks'
-        compiled program, which has one record too, is reused)."""
-        done, losses, recs = 0, [], []
-        if steps == 0 and not curve:  # the validation error was best at the init
-            return factors, lr, losses, recs
-        for _ in range(_MAX_HALVINGS + 1):
-            left = steps - done
-            schedule = (Schedule.log(50) if curve or progress is not None
-                        else Schedule.every(max(left, 1)))
-            res = train(factors, problem, lr=lr, steps=left, optimizer=self.optimizer,
-                        schedule=schedule, progress=_offset(progress, done))
-            losses += list(res.loss)
-            recs += list(np.asarray(res.steps) + done)
-            factors = res.state
-            if res.status != "diverged":
-                return factors, lr, losses, recs
-            done += int(res.steps[-1])
-            lr /= 2
-        raise RuntimeError(f"training diverged {_MAX_HALVINGS} times; last at step {done}")
-
-    def _early_stopped(self, factors, train_obs, val_obs, shape, dims, dtype, lr, progress,
-                       steps_curve, loss_curve, val_curve):
-        problem = self._problem(*train_obs, shape, dims, dtype)
-        vr, vc = jnp.asarray(val_obs[0]), jnp.asarray(val_obs[1])
-        vv = val_obs[2]
-
-        def val_rmse(fs):
-            pred = self.mean_[val_obs[1]] + self.scale_ * np.asarray(_entries(fs, vr, vc),
-                                                                     dtype=np.float64)
-            return float(np.sqrt(np.mean((pred - vv) ** 2)))
-
-        every = int(self.check_every)
-        step, halvings = 0, 0
-        err = val_rmse(factors)
-        best = (err, 0, factors)
-        steps_curve.append(0)
-        val_curve.append(err)
-        loss_curve.append(float(problem.loss(nw.end_to_end(factors))))
-        start_loss = loss_curve[0]
-        significant = (np.inf, 0)  # the last improvement by more than 0.1%
-        while step < self.max_steps:
-            # checks every `every` steps, or every 5% of the steps taken: the staircase of
-            # singular values slows down geometrically, so fixed-size checks would only cost
-            n = min(max(every, step // 20), int(self.max_steps) - step)
-            res = train(factors, problem, lr=lr, steps=n, optimizer=self.optimizer,
-                        schedule=Schedule.every(n))
-            if res.status == "diverged":
-                halvings += 1
-                if halvings > _MAX_HALVINGS:
-                    raise RuntimeError(f"training diverged {_MAX_HALVINGS} times; last at step "
-                                       f"{step + int(res.diverged_step)}")
-                lr /= 2
-                factors = res.state  # rolled back to the last finite record
-                continue
-            factors = res.state
-            step += n
-            if progress is not None:
-                progress(step)
-            err = val_rmse(factors)
-            steps_curve.append(step)
-            val_curve.append(err)
-            loss_curve.append(float(res.loss[-1]))
-            if err < best[0]:
-                best = (err, step, factors)
-            if err < (1 - 1e-3) * significant[0]:
-                significant = (err, step)
-            # the model has left its start: the error improved on it, or rose 1% above it
-            moved = (best[0] < (1 - 1e-3) * val_curve[0]) or err > (1 + 1e-2) * val_curve[0]
-            wait = max(every * int(self.patience), significant[1])
-            if ((moved and step - significant[1] >= wait)
-                    or loss_curve[-1] <= _INTERPOLATED * start_loss):
-                break
-        return best[1], lr, best[2]
+        self.n_features_in_ = obs.shape[1]
 
     # ------------------------------------------------------------------------------ use
 
-    def _model(self) -> tuple[np.ndarray, ...]:
-        check_is_fitted(self, "factors_")
-        return self.factors_
+    def _clipped(self, values: np.ndarray) -> np.ndarray:
+        rng = getattr(self, "clip_range_", None)
+        return values if rng is None else np.clip(values, *rng)
+
+    def _residual(self) -> np.ndarray:
+        """The averaged ``W`` of the ensemble, 0 on cold rows and columns."""
+        total = None
+        for factors in self.ensemble_:
+            W = _product(factors)
+            total = W if total is None else total + W
+        W = total / len(self.ensemble_)
+        W[self.cold_rows_, :] = 0.0
+        W[:, self.cold_cols_] = 0.0
+        return W
 
     def predict(self, rows, cols=None) -> np.ndarray:
-        """The completed matrix's entries ``mean_[cols] + scale_ (W_N ... W_1)[rows, cols]``."""
-        factors = self._model()
+        """The completed matrix's entries ``o[rows, cols] + scale_ W[rows, cols]`` (``W``
+        averaged over the seeds, 0 on cold rows and columns; clipped with ``clip``)."""
+        check_is_fitted(self, "factors_")
         if cols is None:
             raise ValueError("predict takes two index arrays, predict(rows, cols); for the "
                              "completed matrix use transform(X) or completion()")
@@ -498,34 +397,53 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
             if idx.size and (idx.dtype.kind not in "iu" or idx.min() < -n or idx.max() >= n):
                 raise ValueError(f"{name} must be integer indices in [0, {n}), got "
                                  f"{idx.dtype} values")
-        fs = tuple(np.asarray(w, dtype=np.float64) for w in factors)
-        left = fs[-1]
-        for w in reversed(fs[1:-1]):
-            left = left @ w
-        flat_r, flat_c = rows.reshape(-1), cols.reshape(-1)
-        vals = (fs[0][flat_r, flat_c] if len(fs) == 1
-                else np.sum(left[flat_r] * fs[0][:, flat_c].T, axis=-1))
-        return (self.mean_[flat_c] + self.scale_ * vals).reshape(rows.shape)
+        r, c = rows.reshape(-1), cols.reshape(-1)
+        vals = np.mean([cf.entries_np(fs, r, c) for fs in self.ensemble_], axis=0)
+        warm = np.ones(r.shape, bool)
+        if self.cold_rows_.size:
+            warm &= ~np.isin(r % self.shape_[0], self.cold_rows_)
+        if self.cold_cols_.size:
+            warm &= ~np.isin(c % self.shape_[1], self.cold_cols_)
+        out = self._offset(r, c) + self.scale_ * np.where(warm, vals, 0.0)
+        return self._clipped(out).reshape(rows.shape)
+
+    def predict_triplets(self, users, items) -> np.ndarray:
+        """Predicted ratings of ``users[k]`` for ``items[k]`` after :meth:`fit_triplets`; an id
+        not seen in fitting (cold start) gets offset 0 for its side: a new user is predicted
+        ``μ + v_j``, a new item ``μ + u_i``, both new ``μ`` (with biases)."""
+        check_is_fitted(self, "factors_")
+        if not hasattr(self, "users_"):
+            raise ValueError("predict_triplets needs a model fitted by fit_triplets")
+        users, items = np.asarray(users).reshape(-1), np.asarray(items).reshape(-1)
+        if users.shape != items.shape:
+            raise ValueError(f"users and items must have one length, got {users.size} and "
+                             f"{items.size}")
+        r, r_ok = _lookup(self.users_, users)
+        c, c_ok = _lookup(self.items_, items)
+        out = self.predict(np.where(r_ok, r, 0), np.where(c_ok, c, 0))
+        if not (r_ok.all() and c_ok.all()):  # an unknown side has offset 0 beyond the mean
+            col = np.where(c_ok, self.mean_[c], self.global_mean_)
+            row = np.where(r_ok, self.row_bias_[r], 0.0)
+            out = np.where(r_ok & c_ok, out, self._clipped(row + col))
+        return out
 
     def completion(self) -> np.ndarray:
-        """The model's whole matrix ``mean_[None, :] + scale_ W_N ... W_1`` (float64)."""
-        fs = tuple(np.asarray(w, dtype=np.float64) for w in self._model())
-        W = fs[0]
-        for w in fs[1:]:
-            W = w @ W
-        return self.mean_[None, :] + self.scale_ * W
+        """The model's whole matrix ``o + scale_ W`` (float64; clipped with ``clip``)."""
+        check_is_fitted(self, "factors_")
+        offset = self.row_bias_[:, None] + self.mean_[None, :]
+        return self._clipped(offset + self.scale_ * self._residual())
 
     def transform(self, X) -> np.ndarray:
         """``X`` (the fitted matrix's shape) with its missing entries filled in by the model;
         observed entries are kept as given. Returns a dense float64 array."""
-        self._model()
-        rows, cols, values, shape = observed_entries(X)
-        if shape != tuple(self.shape_):
-            raise ValueError(f"X has shape {shape}, but {type(self).__name__} was fitted on a "
-                             f"{self.shape_[0]} x {self.shape_[1]} matrix (a completion is tied "
-                             f"to its rows and columns)")
+        check_is_fitted(self, "factors_")
+        obs = Observations.from_matrix(X)
+        if obs.shape != tuple(self.shape_):
+            raise ValueError(f"X has shape {obs.shape}, but {type(self).__name__} was fitted "
+                             f"on a {self.shape_[0]} x {self.shape_[1]} matrix (a completion is "
+                             "tied to its rows and columns)")
         out = self.completion()
-        out[rows, cols] = values
+        out[obs.rows, obs.cols] = obs.values
         return out
 
     def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
@@ -533,114 +451,45 @@ class DeepMatrixCompletion(TransformerMixin, BaseEstimator):
         return self.fit(X, y, **fit_params).transform(X)
 
 
-def _offset(progress, done):
-    if progress is None:
-        return None
-    return lambda step: progress(done + step)
+def _product(factors) -> np.ndarray:
+    """``W_N ... W_1`` in float64 NumPy."""
+    fs = tuple(np.asarray(w, dtype=np.float64) for w in factors)
+    W = fs[0]
+    for w in fs[1:]:
+        W = w @ W
+    return W
 
 
-# ---------------------------------------------------------------------------------- files
-
-MATRIX_FORMATS = (".csv", ".npy", ".npz", ".mtx")
-"""File formats of :func:`read_matrix` and :func:`write_matrix`, by extension."""
-
-
-def _format(path, what: str) -> str:
-    from pathlib import Path
-
-    suffix = Path(path).suffix.lower()
-    if suffix not in MATRIX_FORMATS:
-        raise ValueError(f"{what} {path}: unknown format {suffix or '(no extension)'!r}; use one "
-                         f"of {', '.join(MATRIX_FORMATS)}")
-    return suffix
-
-
-def _read_csv(path) -> np.ndarray:
-    import csv
-
-    rows = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for i, line in enumerate(csv.reader(fh), start=1):
-            if not line or all(not c.strip() for c in line) and len(line) <= 1:
-                continue  # blank line
-            row = []
-            for j, cell in enumerate(line, start=1):
-                text = cell.strip()
-                if text == "" or text.lower() in ("nan", "na"):
-                    row.append(np.nan)
-                    continue
-                try:
-                    row.append(float(text))
-                except ValueError:
-                    raise ValueError(f"line {i}, column {j}: {text[:30]!r} is not a number (empty "
-                                     "cells and NaN mark missing entries; no header line)") from None
-            if rows and len(row) != len(rows[0]):
-                raise ValueError(f"line {i} has {len(row)} cells, line 1 has {len(rows[0])}: every "
-                                 "row needs the same number of columns")
-            rows.append(row)
-    if not rows:
-        raise ValueError("the file holds no matrix (it is empty)")
-    return np.asarray(rows, dtype=np.float64)
+def _singular_values(ensemble, cold_rows, cold_cols) -> np.ndarray:
+    """Singular values of the averaged ``W`` of :meth:`DeepMatrixCompletion._residual` from
+    its factors: ``W = A B`` with ``A = [W_{N:2}^(1), ..., W_{N:2}^(k)] / k`` and ``B`` the
+    first layers stacked, so ``σ(W) = σ(R_A R_B^T)`` for the QR factors ``A = Q_A R_A``,
+    ``B^T = Q_B R_B`` (``k`` widths wide instead of the whole matrix)."""
+    if len(ensemble[0]) == 1 or sum(f[0].shape[0] for f in ensemble) >= min(
+            ensemble[0][-1].shape[0], ensemble[0][0].shape[1]):
+        total = sum(_product(f) for f in ensemble) / len(ensemble)
+        total[cold_rows, :] = 0.0
+        total[:, cold_cols] = 0.0
+        return np.linalg.svd(total, compute_uv=False)
+    lefts, rights = [], []
+    for f in ensemble:
+        fs = tuple(np.asarray(w, dtype=np.float64) for w in f)
+        left = fs[-1]
+        for w in reversed(fs[1:-1]):
+            left = left @ w
+        lefts.append(left / len(ensemble))
+        rights.append(fs[0])
+    A, B = np.concatenate(lefts, axis=1), np.concatenate(rights, axis=0)
+    A[cold_rows, :] = 0.0
+    B[:, cold_cols] = 0.0
+    ra = np.linalg.qr(A, mode="r")
+    rb = np.linalg.qr(B.T, mode="r")
+    return np.linalg.svd(ra @ rb.T, compute_uv=False)
 
 
-def read_matrix(path):
-    """The incomplete matrix in ``path``: ``.csv`` (empty cells, ``NaN`` or ``NA`` are missing),
-    ``.npy`` (NaN missing), ``.npz`` (the array ``X``, or its only array), ``.mtx`` (MatrixMarket:
-    a coordinate file's stored entries are the observations, an array file's NaNs are missing).
-    Raises ``ValueError`` naming what is wrong."""
-    import zipfile
-
-    import scipy.io
-
-    suffix = _format(path, "INPUT")
-    try:
-        if suffix == ".csv":
-            X = _read_csv(path)
-        elif suffix == ".npy":
-            X = np.load(path, allow_pickle=False)
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                names = list(z.files)
-                if "X" in names:
-                    X = z["X"]
-                elif len(names) == 1:
-                    X = z[names[0]]
-                else:
-                    raise ValueError(f"holds arrays {names[:5]}: name the matrix 'X' or store "
-                                     "only one array")
-        else:
-            X = scipy.io.mmread(path)
-    except (OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot be read as {suffix}: {' '.join(str(err).split())[:120]}") from None
-    except ValueError as err:
-        if str(err).startswith(("line ", "holds ", "the file")):
-            raise
-        raise ValueError(f"cannot be read as {suffix}: {' '.join(str(err).split())[:120]}") from None
-    if not sp.issparse(X):
-        X = np.asarray(X)
-        if X.dtype.kind not in "biuf":
-            raise ValueError(f"holds {X.dtype} data, not numbers")
-        if X.ndim != 2:
-            raise ValueError(f"holds an array of shape {X.shape}, not a matrix (2-D)")
-    return X
-
-
-def write_matrix(path, X: np.ndarray) -> bytes:
-    """The bytes of the complete matrix ``X`` in ``path``'s format (``.npz``: array ``X``;
-    ``.mtx``: a dense MatrixMarket array; ``.csv``: ``repr``-exact floats)."""
-    import io
-
-    import scipy.io
-
-    suffix = _format(path, "--out")
-    buf = io.BytesIO()
-    if suffix == ".csv":
-        text = "\n".join(",".join(repr(float(v)) for v in row) for row in X) + "\n"
-        return text.encode()
-    if suffix == ".npy":
-        np.save(buf, X)
-    elif suffix == ".npz":
-        np.savez(buf, X=X)
-    else:
-        scipy.io.mmwrite(buf, X, precision=17)
-    return buf.getvalue()
+def _lookup(known: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``ids`` among the ``known`` ids (compared as text, so ``7`` and ``"7"`` are
+    one id), and whether each is known."""
+    where = {str(k): n for n, k in enumerate(known.tolist())}
+    pos = np.asarray([where.get(str(v), -1) for v in ids.tolist()], dtype=np.int64)
+    return np.maximum(pos, 0), pos >= 0

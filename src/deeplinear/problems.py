@@ -242,6 +242,13 @@ class MatrixCompletion(Problem):
         self.dims = (int(shape[0]), int(shape[1]))
         self.reduction = reduction
 
+    @classmethod
+    def from_observations(cls, obs, reduction: Reduction = "mean", *,
+                          dtype: DTypeLike | None = None) -> MatrixCompletion:
+        """The loss on the entries of an :class:`observations.Observations` (validated there:
+        each entry observed once, finite values, indices inside its shape)."""
+        return cls(obs.rows, obs.cols, obs.values, obs.shape, reduction, dtype=dtype)
+
     @property
     def shape(self) -> tuple[int, int]:
         return self.dims

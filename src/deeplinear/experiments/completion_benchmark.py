@@ -40,6 +40,26 @@ removed, one global scale):
   took 3x the time and gave equal or higher held-out errors at 90-95% missing on mnist, photo and
   digits, and at 80% on photo and digits; mnist at 80%: 0.790 with 10 rounds, 0.802 with 3).
 
+``movielens`` (MovieLens-100K: 100,000 ratings of 1,682 movies by 943 users, 1 to 5 stars,
+``data.load_movielens_100k``) is run under Surprise's protocol instead: ``KFold`` with 5 folds
+(:func:`kfold`, Surprise's own shuffle and fold sizes, seed ``seed``), of which the first
+``movielens_folds`` are fitted (5 with ``--paper``); RMSE and MAE on the test fold in stars, and
+CPU time of the fit and prediction. Methods (``rating_methods``; the default size runs
+``baseline``, ``depth2``, ``depth3`` and ``svd`` on one fold, about 15 s; ``--paper`` all of
+them on five):
+
+* ``baseline``: the global mean plus regularized user and item biases (:mod:`deeplinear.biases`,
+  Surprise's ``BaselineOnly`` ALS with its defaults);
+* ``depth1``/``depth2``/``depth3``: :meth:`completion.DeepMatrixCompletion.fit` with biases and
+  clipping on (its defaults for ratings; 3 seeds averaged), on the users x items matrix of the
+  training fold (users or items seen only in the test fold are cold: predicted by the biases);
+* ``softimpute``: SoftImpute on the residual of the same biases (fitted on the training part
+  of the estimator's split), ``λ`` chosen on that split, refitted on the fold, clipped;
+* ``svd``/``svdpp``: Surprise's ``SVD`` and ``SVD++`` with their defaults (``random_state``
+  fixed), run in this process when ``scikit-surprise`` is installed (``deeplinear[bench]``);
+  without it they are skipped and the report shows Surprise's published numbers
+  (:data:`SURPRISE_PUBLISHED`).
+
 Error: RMSE on the held-out (missing) entries divided by their standard deviation (1 = predicting
 their mean). Time: wall time of the whole fit, selection included. NumPy's BLAS runs on one thread
 for every method (on a shared 2-core machine a second BLAS thread that loses its core stalls each
@@ -76,10 +96,19 @@ __all__ = ["CompletionBenchmarkConfig", "block_mask", "montage_rows", "plot", "r
 
 NAME = "completion-benchmark"
 DATASETS = ("mnist", "photo", "photo-block", "digits", "synthetic")
+RATINGS_DATASET = "movielens"
+RATING_METHODS = ("baseline", "depth1", "depth2", "depth3", "softimpute", "svd", "svdpp")
+RatingMethod = Literal["baseline", "depth1", "depth2", "depth3", "softimpute", "svd", "svdpp"]
+SURPRISE_PUBLISHED = {  # Surprise's README, "Benchmarks": MovieLens-100K, 5-fold KFold,
+    # default parameters (github.com/NicolasHug/Surprise); times on the authors' machine
+    "svd": (0.934, 0.737, 6.0), "svdpp": (0.919, 0.721, 99.0), "knn_baseline": (0.931, 0.733, 13.0),
+    "baseline": (0.944, 0.748, 2.0), "nmf": (0.963, 0.758, 6.0), "slope_one": (0.946, 0.743, 9.0),
+}
+"""(RMSE, MAE, seconds) per method as Surprise publishes them (MovieLens-100K, 5-fold)."""
 REAL = ("mnist", "photo", "digits")  # the goal's three real datasets (photo: uniform pattern)
 METHODS = ("depth1", "depth2", "depth3", "softimpute", "hardimpute", "nuclear", "knn",
            "iterative")
-Dataset = Literal["mnist", "photo", "photo-block", "digits", "synthetic"]
+Dataset = Literal["mnist", "photo", "photo-block", "digits", "synthetic", "movielens"]
 Method = Literal["depth1", "depth2", "depth3", "softimpute", "hardimpute", "nuclear", "knn",
                  "iterative"]
 Rate = Annotated[float, Field(gt=0, lt=1)]
@@ -91,7 +120,8 @@ ITERATIVE_ROUNDS = 3  # IterativeImputer rounds (module docstring: why not its d
 class CompletionBenchmarkConfig(ConfigModel):
     """Configuration of the completion benchmark; unknown fields are errors."""
 
-    datasets: NonEmptyList[Dataset] = Field(list(DATASETS), description="datasets to complete")
+    datasets: NonEmptyList[Dataset] = Field([*DATASETS, RATINGS_DATASET],
+                                            description="datasets to complete")
     missing_rates: NonEmptyList[Rate] = Field([0.5, 0.8, 0.9, 0.95],
                                               description="fractions of entries missing")
     methods: NonEmptyList[Method] = Field(list(METHODS), description="methods compared")
@@ -114,8 +144,13 @@ class CompletionBenchmarkConfig(ConfigModel):
     nuclear_max_iters: Steps = Field(500, description="ADMM iteration cap per nuclear-norm solve")
     seed: Seed = Field(0, description="seed of the missing pattern, the split and the inits")
     montage_rate: Rate = Field(0.9, description="missing rate shown in the image montage")
+    movielens_folds: Annotated[int, Field(strict=True, ge=1, le=5)] = Field(
+        1, description="MovieLens-100K folds fitted (of Surprise's 5-fold KFold)")
+    rating_methods: NonEmptyList[RatingMethod] = Field(
+        ["baseline", "depth2", "depth3", "svd"],
+        description="methods compared on MovieLens-100K (--paper: all of them)")
 
-    @field_validator("datasets", "methods")
+    @field_validator("datasets", "methods", "rating_methods")
     @classmethod
     def _unique(cls, v: list) -> list:
         if len(set(v)) != len(v):
@@ -268,6 +303,114 @@ def _fit(method: str, M: np.ndarray, observed: np.ndarray, train_mask: np.ndarra
     return out, dict(chosen=None, rank=None)
 
 
+# --------------------------------------------------------------------------------- ratings
+
+
+def kfold(n: int, n_splits: int, seed: int) -> list[np.ndarray]:
+    """Surprise's ``KFold(n_splits, random_state=seed, shuffle=True)`` test folds as index
+    arrays: ``numpy.random.RandomState(seed)`` shuffles ``0..n-1``, then consecutive folds of
+    ``n // n_splits`` ratings, the first ``n % n_splits`` of them one longer."""
+    idx = np.arange(n)
+    np.random.RandomState(seed).shuffle(idx)
+    sizes = [n // n_splits + (k < n % n_splits) for k in range(n_splits)]
+    return np.split(idx, np.cumsum(sizes)[:-1])
+
+
+def _rating_fit(method: str, obs, test_rows, test_cols, config) -> np.ndarray:
+    """Predicted ratings of the test pairs by ``method`` fitted on the training fold ``obs``."""
+    from deeplinear.biases import fit_biases
+
+    lo, hi = float(obs.values.min()), float(obs.values.max())
+    if method == "baseline":
+        return np.clip(fit_biases(obs).predict(test_rows, test_cols), lo, hi)
+    if method.startswith("depth"):
+        from deeplinear.completion import DeepMatrixCompletion
+
+        est = DeepMatrixCompletion(depth=int(method[5:]), biases=True, clip=True,
+                                   max_steps=config.max_steps,
+                                   validation_fraction=config.validation_fraction,
+                                   random_state=config.seed).fit(obs)
+        return est.predict(test_rows, test_cols)
+    if method == "softimpute":
+        from deeplinear.completion import validation_split
+
+        val = validation_split(obs.size, config.validation_fraction,
+                               np.random.default_rng(config.seed))
+        keep = np.ones(obs.size, bool)
+        keep[val] = False
+        b = fit_biases(obs.take(keep))  # the estimator's split: biases from its training part
+        res = obs.with_values(obs.values - b.predict(obs.rows, obs.cols))
+        sel = select_soft_impute(res.dense(0.0), res.take(keep).mask(), res.take(val).mask(),
+                                 tol=1e-4)
+        return np.clip(b.predict(test_rows, test_cols) + sel.fit.Z[test_rows, test_cols], lo, hi)
+    import pandas as pd
+    import surprise
+
+    df = pd.DataFrame({"u": obs.rows, "i": obs.cols, "r": obs.values})
+    trainset = surprise.Dataset.load_from_df(df, surprise.Reader(rating_scale=(lo, hi))
+                                             ).build_full_trainset()
+    algo = (surprise.SVD if method == "svd" else surprise.SVDpp)(random_state=config.seed)
+    algo.fit(trainset)
+    return np.asarray([algo.predict(int(u), int(i)).est
+                       for u, i in zip(test_rows, test_cols, strict=True)])
+
+
+def _surprise_available() -> bool:
+    try:
+        import surprise  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _run_ratings(config: CompletionBenchmarkConfig, task) -> list[dict]:
+    """Every rating method on the first ``movielens_folds`` folds of Surprise's 5-fold KFold."""
+    from deeplinear.data import load_movielens_100k
+    from deeplinear.observations import Observations
+
+    data = load_movielens_100k()
+    users, u = np.unique(data.user, return_inverse=True)
+    items, i = np.unique(data.item, return_inverse=True)
+    rating = np.asarray(data.rating, dtype=np.float64)
+    folds = kfold(rating.size, 5, config.seed)
+    have_surprise = _surprise_available()
+    rows = []
+    for k in range(config.movielens_folds):
+        test = folds[k]
+        train = np.setdiff1d(np.arange(rating.size), test, assume_unique=True)
+        obs = Observations(u[train], i[train], rating[train], (users.size, items.size))
+        for method in config.rating_methods:
+            if method in ("svd", "svdpp") and not have_surprise:
+                task.advance()
+                continue
+            t0, c0 = time.perf_counter(), time.process_time()
+            pred = _rating_fit(method, obs, u[test], i[test], config)
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+            err = pred - rating[test]
+            rows.append(dict(fold=k, method=method, rmse=float(np.sqrt(np.mean(err**2))),
+                             mae=float(np.mean(np.abs(err))), seconds=seconds,
+                             cpu_seconds=cpu, cold_users=int(np.sum(obs.counts(0) == 0)),
+                             cold_items=int(np.sum(obs.counts(1) == 0))))
+            task.advance()
+    return rows
+
+
+def _ratings_summary(rows: list[dict]) -> list[dict]:
+    """Mean RMSE, MAE and times per method over the folds, beside Surprise's published table."""
+    table = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        here = [r for r in rows if r["method"] == method]
+        pub = SURPRISE_PUBLISHED.get(method)
+        table.append(dict(method=method, folds=len(here),
+                          rmse=float(np.mean([r["rmse"] for r in here])),
+                          mae=float(np.mean([r["mae"] for r in here])),
+                          seconds=float(np.mean([r["seconds"] for r in here])),
+                          cpu_seconds=float(np.mean([r["cpu_seconds"] for r in here])),
+                          published_rmse=pub[0] if pub else None,
+                          published_mae=pub[1] if pub else None))
+    return table
+
+
 def _nrmse(P, M, held_out) -> float:
     d = P[held_out] - M[held_out]
     return float(np.sqrt(np.mean(d**2)) / np.std(M[held_out]))
@@ -291,9 +434,12 @@ def run(config: CompletionBenchmarkConfig, progress: Progress | None = None) -> 
 def _run(config: CompletionBenchmarkConfig, progress: Progress) -> Results:
     from deeplinear.completion import validation_split
 
-    cells = [(d, r) for d in config.datasets for r in config.missing_rates]
-    task = progress.task(f"{NAME}: {len(cells) * len(config.methods)} fits",
-                         len(cells) * len(config.methods))
+    cells = [(d, r) for d in config.datasets for r in config.missing_rates
+             if d != RATINGS_DATASET]
+    n_ratings = (config.movielens_folds * len(config.rating_methods)
+                 if RATINGS_DATASET in config.datasets else 0)
+    task = progress.task(f"{NAME}: {len(cells) * len(config.methods) + n_ratings} fits",
+                         len(cells) * len(config.methods) + n_ratings)
     rows: list[dict] = []
     arrays: dict[str, np.ndarray] = {}
     montage_rate = min(config.missing_rates, key=lambda r: abs(r - config.montage_rate))
@@ -323,11 +469,47 @@ def _run(config: CompletionBenchmarkConfig, progress: Progress) -> Results:
             if show:
                 arrays[f"montage_{name}_{method}"] = np.where(observed, M, P)
             task.advance()
-    out = Results(subruns=len(rows))
+    rating_rows = _run_ratings(config, task) if n_ratings else []
+    out = Results(subruns=len(rows) + len(rating_rows))
     out.tables = {"runs": rows, "summary": _summary_table(rows, config)}
+    if rating_rows:
+        out.tables["movielens"] = rating_rows
+        out.tables["movielens_summary"] = _ratings_summary(rating_rows)
     out.arrays = arrays
     out.summary, out.headline, out.notes = _headline(rows, config)
+    if rating_rows:
+        _ratings_headline(out, rating_rows, config)
     return out
+
+
+def _ratings_headline(out: Results, rating_rows: list[dict], config) -> None:
+    table = {r["method"]: r for r in _ratings_summary(rating_rows)}
+    from deeplinear.experiments import summary_keys as keys
+
+    for method, r in table.items():
+        for key in ("rmse", "mae", "seconds", "cpu_seconds"):
+            out.summary[keys.MOVIELENS.format(metric=key, method=method)] = r[key]
+    out.summary[keys.MOVIELENS_FOLDS] = config.movielens_folds
+    deep, svd = table.get("depth3"), table.get("svd")
+    ratio = deep["cpu_seconds"] / svd["cpu_seconds"] if deep and svd else None
+    out.summary[keys.MOVIELENS_DEPTH3_CPU_OVER_SVD] = ratio
+    on = (f"MovieLens-100K, {config.movielens_folds} of 5 folds (Surprise's KFold, seed "
+          f"{config.seed}); RMSE in stars on the test folds")
+    out.headline += [
+        Headline(keys.MOVIELENS.format(metric="rmse", method="depth3"),
+                 deep["rmse"] if deep else None,
+                 "depth 3's RMSE with biases (goal: <= 0.925; Surprise's SVD 0.934, SVD++ "
+                 "0.919 published)", on, None if deep else "depth3 not run"),
+        Headline(keys.MOVIELENS_DEPTH3_CPU_OVER_SVD, ratio,
+                 "depth 3's CPU time over Surprise's SVD's, same folds, same process "
+                 "(goal: <= 2)", on,
+                 None if ratio is not None else "depth3 or Surprise's SVD not run"),
+    ]
+    for method, r in table.items():
+        pub = SURPRISE_PUBLISHED.get(method)
+        out.notes.append(f"movielens {method}: RMSE {r['rmse']:.4f}, MAE {r['mae']:.4f}, "
+                         f"{r['cpu_seconds']:.1f} s CPU per fold"
+                         + (f" (Surprise publishes {pub[0]:.3f} / {pub[1]:.3f})" if pub else ""))
 
 
 def _lookup(rows, dataset, rate, method):
@@ -344,6 +526,8 @@ def _summary_table(rows, config) -> list[dict]:
     for d in config.datasets:
         for rate in config.missing_rates:
             here = [r for r in rows if r["dataset"] == d and r["missing_rate"] == rate]
+            if not here:  # movielens: its own tables
+                continue
             row = {"dataset": d, "missing_rate": rate}
             row.update({r["method"]: r["nrmse"] for r in here})
             row["best"] = min(here, key=lambda r: r["nrmse"])["method"]
@@ -487,9 +671,38 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
     completion at the montage rate."""
     plt = pyplot()
     rows = list(results.tables.get("runs", []))
-    paths = save(_plot_errors(plt, rows), out_dir, f"{NAME}_errors")
-    paths += save(_plot_montage(plt, results.arrays), out_dir, f"{NAME}_montage")
+    paths = []
+    if rows:
+        paths += save(_plot_errors(plt, rows), out_dir, f"{NAME}_errors")
+        paths += save(_plot_montage(plt, results.arrays), out_dir, f"{NAME}_montage")
+    ratings = list(results.tables.get("movielens_summary", []))
+    if ratings:
+        paths += save(_plot_ratings(plt, ratings), out_dir, f"{NAME}_movielens")
     return paths
+
+
+def _plot_ratings(plt, table):
+    """Test RMSE per method on MovieLens-100K (mean over the folds run), Surprise's published
+    numbers as open markers."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
+    names = [r["method"] for r in table]
+    y = np.arange(len(names))
+    rmse = [float(r["rmse"]) for r in table]
+    ax.barh(y, rmse, color=["C0" if n.startswith("depth") else "C7" for n in names])
+    for k, r in enumerate(table):
+        ax.text(float(r["rmse"]) + 0.002, k, f"{float(r['rmse']):.4f}", va="center", fontsize=8)
+    pub = [(k, SURPRISE_PUBLISHED[n][0]) for k, n in enumerate(names) if n in SURPRISE_PUBLISHED]
+    if pub:
+        ax.plot([p[1] for p in pub], [p[0] for p in pub], "kx", ms=7,
+                label="Surprise's published RMSE (5 folds)")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlim(min(rmse + [p[1] for p in pub]) - 0.03, max(rmse) + 0.04)
+    folds = int(table[0]["folds"])
+    ax.set_xlabel("test RMSE (stars), MovieLens-100K, " + (f"mean of {folds} folds" if folds > 1
+                                                            else "one fold of five"))
+    return fig
 
 
 EXPERIMENT = register(
@@ -502,7 +715,8 @@ EXPERIMENT = register(
         plot=plot,
         quick={"datasets": ["photo"], "missing_rates": [0.9], "photo_rows": 24,
                "max_steps": 1000, "methods": ["depth1", "depth3", "softimpute", "knn"]},
-        paper={"mnist_digits": 2000, "photo_rows": 192, "digits_count": 1797, "n": 300},
+        paper={"mnist_digits": 2000, "photo_rows": 192, "digits_count": 1797, "n": 300,
+               "movielens_folds": 5, "rating_methods": list(RATING_METHODS)},
         question="With default settings, does depth-3 matrix factorization complete real matrices "
         "with 90-95% missing entries better than SoftImpute and the other usual methods?",
     )

@@ -19,6 +19,9 @@ __all__ = [
     "FINAL_TOP5_DEPTH3",
     "GF_DEPTH3PLUS_SIGN_FLIPS",
     "ITERS_TO",
+    "MOVIELENS",
+    "MOVIELENS_DEPTH3_CPU_OVER_SVD",
+    "MOVIELENS_FOLDS",
     "NUCLEAR_NORM_AT_M",
     "RECON_ERROR_AT_DEPTH",
     "RECON_ERROR_AT_M",
@@ -60,3 +63,12 @@ FINAL_EXCESS = "p{p}_{method}_final_excess"
 """Final excess loss of ``method`` on l_p regression."""
 ITERS_TO = "iters_to_{level:g}"
 """A run table's column: the first iteration whose loss (excess loss) is at most ``level``."""
+
+# completion-benchmark on MovieLens-100K
+MOVIELENS = "movielens_{metric}_{method}"
+"""Mean over the folds of ``metric`` (``rmse``, ``mae``, ``seconds``, ``cpu_seconds``) of
+``method`` (``baseline``, ``depth3``, ``svd``, ...)."""
+MOVIELENS_FOLDS = "movielens_folds"
+"""How many of the five folds were fitted."""
+MOVIELENS_DEPTH3_CPU_OVER_SVD = "movielens_depth3_cpu_over_svd"
+"""Depth 3's CPU time per fold over Surprise's SVD's (same folds, same process)."""
