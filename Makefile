@@ -24,6 +24,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_nuclear.py
 	$(BIN)/python benchmarks/bench_flow.py
 	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_peer.py
+	$(BIN)/python benchmarks/bench_cnn.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -36,3 +36,20 @@ def test_bench_flow_quick():
 def test_bench_scale_quick():
     out = _run_quick("bench_scale.py")
     assert out.count("us/step") + out.count("ms/step") == 1
+
+
+def test_bench_peer_quick():
+    """The peer (PyTorch eager) and deeplinear train the same problem: equal losses after three
+    steps from the same factors, in both dtypes."""
+    out = _run_quick("bench_peer.py")
+    rows = [ln for ln in out.splitlines() if ln.startswith("| 2x2") or ln.startswith("| 100x100")]
+    assert len(rows) == 4 and "| float32 |" in rows[0] and "| float64 |" in rows[-1]
+    tol = {"float32": 1e-4, "float64": 1e-10}
+    for row in rows:
+        dtype, gap = row.split(" | ")[1], float(row.rstrip(" |").split(" | ")[-1])
+        assert gap <= tol[dtype], row
+
+
+def test_bench_cnn_quick():
+    out = _run_quick("bench_cnn.py")
+    assert "| jax (patch products) |" in out and "| torch |" in out

@@ -250,3 +250,22 @@ def test_cnn_data_preparation_holdout_and_pixels():
     np.testing.assert_array_equal(p["Y_held"], np.arange(5))
     with pytest.raises(ValueError, match="holdout: 16 held-out images"):
         cnn._prepare(cfg.model_copy(update={"holdout": 16}), data)
+
+
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4, 5])
+def test_cnn_conv_as_patch_product_equals_the_convolution(kernel):
+    """SmallCNN's im2col convolution gives eqx.nn.Conv2d's numbers (SAME padding, odd and even
+    kernels, a rectangular image, float64), for a plain and a factorized layer."""
+    import equinox as eqx
+
+    from deeplinear.overparam import overparameterize
+
+    layer = eqx.nn.Conv2d(3, 5, kernel, padding="SAME", key=jax.random.key(kernel))
+    x = jax.random.normal(jax.random.key(9), (3, 6, 10))
+    want = layer(x)
+    got = jnp.moveaxis(cnn._conv_same(layer, jnp.moveaxis(x, 0, -1)), -1, 0)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    deep = overparameterize(layer, 2, conv=True, key=jax.random.key(1), init="random")
+    got = jnp.moveaxis(cnn._conv_same(deep, jnp.moveaxis(x, 0, -1)), -1, 0)
+    np.testing.assert_allclose(got, deep(x), rtol=1e-12, atol=1e-12)
+    assert not np.allclose(deep(x), want)  # the factorized layer is another convolution

@@ -116,6 +116,22 @@ def _t(a: jax.Array) -> jax.Array:
     return jnp.swapaxes(a, -1, -2)
 
 
+def _mm_t(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b^T`` as one contraction over the last axes (no transpose for XLA to move: it
+    rewrites ``transpose(W_2 W_1)`` as a second product ``W_1^T W_2^T`` when ``W_2 W_1`` is
+    used elsewhere, one dense product more per step)."""
+    if a.shape[-2] * a.shape[-1] * b.shape[-2] <= _SMALL:
+        return _mm(a, _t(b))
+    return jnp.einsum("...ij,...kj->...ik", a, b)
+
+
+def _t_mm(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a^T @ b`` as one contraction over the first matrix axes (see :func:`_mm_t`)."""
+    if a.shape[-2] * a.shape[-1] * b.shape[-1] <= _SMALL:
+        return _mm(_t(a), b)
+    return jnp.einsum("...ji,...jk->...ik", a, b)
+
+
 def _eye_like(W: jax.Array, n: int) -> jax.Array:
     eye = jnp.eye(n, dtype=W.dtype)
     return jnp.broadcast_to(eye, W.shape[:-2] + (n, n))
@@ -153,9 +169,9 @@ def factor_gradients(factors: Factors, grad_W: jax.Array) -> Factors:
     grads = [None] * n
     left = grad_W  # W_{j+1:N}^T G, built from the top layer down
     for j in range(n, 0, -1):
-        grads[j - 1] = left if j == 1 else _mm(left, _t(prefix[j - 1]))
+        grads[j - 1] = left if j == 1 else _mm_t(left, prefix[j - 1])
         if j > 1:
-            left = _mm(_t(factors[j - 1]), left)
+            left = _t_mm(factors[j - 1], left)
     return tuple(grads)
 
 
@@ -199,14 +215,14 @@ def split_gradients(
     grads: list[jax.Array | None] = [None] * n
     left = lower  # W_{j+1:N}^T G for j = k, k-1, ..., 1
     for j in range(k, 0, -1):
-        grads[j - 1] = left if j == 1 else _mm(left, _t(prefix[j - 1]))
+        grads[j - 1] = left if j == 1 else _mm_t(left, prefix[j - 1])
         if j > 1:
-            left = _mm(_t(factors[j - 1]), left)
+            left = _t_mm(factors[j - 1], left)
     right = upper  # G W_{1:j-1}^T for j = k+1, ..., N
     for j in range(k + 1, n + 1):
-        grads[j - 1] = right if j == n else _mm(_t(suffix[j]), right)
+        grads[j - 1] = right if j == n else _t_mm(suffix[j], right)
         if j < n:
-            right = _mm(right, _t(factors[j - 1]))
+            right = _mm_t(right, factors[j - 1])
     return tuple(grads)
 
 

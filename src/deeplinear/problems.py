@@ -519,10 +519,16 @@ class SparseCompletion(Problem):
         prefix, suffix = nw.split_products(factors, k)
         left, right = suffix[k], prefix[k]  # W_{k+1:N} (d_N x d_k), W_{1:k} (d_k x d_0)
         r = self._observed(left, right) - self.values
-        w = (g * r).astype(left.dtype)
-        upper = _csr_matmul(w, self.cols, self.indptr, right.T)  # G W_{1:k}^T
-        lower = _csr_matmul(w[self.t_order], self.t_rows, self.t_indptr, left).T  # W_{k+1:N}^T G
+        upper, lower = self._products((g * r).astype(left.dtype), left, right)
         return c * jnp.sum(r * r), nw.split_gradients(factors, k, prefix, suffix, upper, lower)
+
+    def _products(self, w: jax.Array, left: jax.Array,
+                  right: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(G right^T, left^T G)`` for the sparse ``G = sum_i w_i e_{a_i} e_{b_i}^T`` (``w`` in
+        the order of the observations): ``G W_{1:k}^T`` and ``W_{k+1:N}^T G``."""
+        upper = _csr_matmul(w, self.cols, self.indptr, right.T)
+        lower = _csr_matmul(w[self.t_order], self.t_rows, self.t_indptr, left).T
+        return upper, lower
 
 
 class CustomLoss(Problem):

@@ -98,9 +98,10 @@ class SmallCNN(eqx.Module):
         self.dropout = float(dropout)
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        x = _max_pool(jax.nn.relu(self.conv1(x)))
-        x = _max_pool(jax.nn.relu(self.conv2(x)))
-        x = jax.nn.relu(self.fc1(x.reshape(-1)))
+        x = jnp.moveaxis(x, 0, -1)  # (height, width, channels) inside: see _conv_same
+        x = _max_pool(jax.nn.relu(_conv_same(self.conv1, x)))
+        x = _max_pool(jax.nn.relu(_conv_same(self.conv2, x)))
+        x = jax.nn.relu(self.fc1(jnp.moveaxis(x, -1, 0).reshape(-1)))  # flattened as (c, h, w)
         if key is not None and self.dropout > 0:  # inverted dropout: E[output] = x
             keep = jax.random.bernoulli(key, 1.0 - self.dropout, x.shape)
             x = jnp.where(keep, x / (1.0 - self.dropout), 0.0)
@@ -108,10 +109,33 @@ class SmallCNN(eqx.Module):
 
 
 def _max_pool(x: jax.Array) -> jax.Array:
-    """2x2 max-pooling with stride 2 of ``(channels, height, width)`` (as a reshape: it
+    """2x2 max-pooling with stride 2 of ``(height, width, channels)`` (as a reshape: it
     compiles much faster on CPU than ``reduce_window``'s select-and-scatter gradient)."""
-    c, h, w = x.shape
-    return x.reshape(c, h // 2, 2, w // 2, 2).max(axis=(2, 4))
+    h, w, c = x.shape
+    return x.reshape(h // 2, 2, w // 2, 2, c).max(axis=(1, 3))
+
+
+def _conv_same(layer: eqx.Module, x: jax.Array) -> jax.Array:
+    """``layer`` (``eqx.nn.Conv2d`` or a factorized one; stride 1, SAME padding) on one
+    ``(height, width, channels)`` image, as one matrix product of its ``k x k`` patches
+    (im2col): ``out[p] = sum_{i,j,c} x[p + (i, j), c] K[o, c, i, j] + b[o]``.
+
+    Same numbers as ``layer`` to rounding, and under ``vmap`` one product for the whole batch.
+    Inside the training loop's compiled ``lax.scan``, XLA:CPU's own convolutions take ~17x
+    longer than when a step is compiled alone; these products do not (the tutorial network's
+    step: 16x faster than with ``eqx.nn.Conv2d``; BENCHMARKS.md, CNN step)."""
+    factorized = hasattr(layer, "end_to_end")  # overparam.FactorizedConv: kernel W_N ... W_1
+    conv = layer.conv if factorized else layer
+    kernel = layer.end_to_end() if factorized else layer.weight
+    out_c, in_c, kh, kw = kernel.shape
+    h, w = x.shape[:2]
+    top, left = (kh - 1) // 2, (kw - 1) // 2  # XLA's SAME padding: the extra row/column after
+    xp = jnp.pad(x, ((top, kh - 1 - top), (left, kw - 1 - left), (0, 0)))
+    patches = jnp.concatenate([xp[i:i + h, j:j + w] for i in range(kh) for j in range(kw)],
+                              axis=-1)  # (h, w, kh kw in_c), ordered (i, j, c)
+    matrix = jnp.transpose(kernel, (2, 3, 1, 0)).reshape(kh * kw * in_c, out_c)
+    out = patches @ matrix
+    return out if conv.bias is None else out + conv.bias.reshape(-1)
 
 
 class Fig1CNNConfig(ConfigModel):
