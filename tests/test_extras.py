@@ -136,7 +136,7 @@ def test_metadata_core_and_extras():
     assert {"cli", "experiments", "dask", "torch", "docs", "test", "all"} <= set(extras)
     for module, (extra, dist) in EXTRAS.items():
         assert _requirement_name(dist) in {_requirement_name(r) for r in extras[extra]}, module
-    assert extras["all"] == ["deeplinear[cli,experiments,dask,torch,docs]"]
+    assert extras["all"] == ["deeplinear[cli,experiments,dask,torch,docs,bench]"]
     for reqs in extras.values():  # ranges in the metadata; exact pins live in constraints.txt
         assert not any("==" in r for r in reqs), reqs
     assert "-c constraints.txt" in (ROOT / "Makefile").read_text() and \
