@@ -170,9 +170,14 @@ def _generate(n: int, length: int, spec: PathfinderSpec, seed: int,
     rng = np.random.default_rng([seed, length, VERSION])
     images, labels = [], []
     for positive, want in ((True, n // 2), (False, n - n // 2)):
-        got, chunks = 0, []
+        got, chunks, empty = 0, [], 0
         while got < want:
             curves, markers = _batch(rng, min(1024, 4 * want + 16), length, positive, spec)
+            empty = empty + 1 if markers.shape[0] == 0 else 0
+            if empty == 20:
+                raise ValueError(f"paths of {length} dashes of {spec.dash + spec.gap:g} px hardly "
+                                 f"ever fit twice on a {spec.size}-px image; use a larger size "
+                                 "or shorter paths")
             img = render(curves, markers, spec, solid)[: want - got]
             chunks.append(img)
             got += img.shape[0]
