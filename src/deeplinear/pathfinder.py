@@ -190,12 +190,12 @@ def _generate(n: int, length: int, spec: PathfinderSpec, seed: int,
 
 def cache_path(n: int, path_length: int, spec: PathfinderSpec, seed: int, solid: bool) -> Path:
     """The ``.npz`` file caching one dataset (named by a hash of everything that draws it)."""
-    from deeplinear._native import _cache_dir
+    from deeplinear._fetch import cache_dir
 
     key = json.dumps(dict(asdict(spec), n=n, path_length=path_length, seed=seed, solid=solid,
                           version=VERSION), sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return _cache_dir() / "pathfinder" / f"pathfinder-L{path_length}-n{n}-{digest}.npz"
+    return cache_dir() / "pathfinder" / f"pathfinder-L{path_length}-n{n}-{digest}.npz"
 
 
 def pathfinder(n: int, path_length: int, *, spec: PathfinderSpec = PathfinderSpec(),
