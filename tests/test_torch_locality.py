@@ -215,3 +215,19 @@ def test_cuda_matches_cpu():
     gpu = gradient_change_penalty(copy.deepcopy(model).cuda(), x.cuda(), y.cuda(), patches=(I, J))
     assert gpu.device.type == "cuda"
     assert abs(_value(cpu) - _value(gpu)) < 1e-10
+
+
+def test_readme_snippet_runs_and_adds_the_penalty():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+              if "GradientChangeRegularizer" in b]
+    assert len(blocks) == 1
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
+    reg, loss = namespace["reg"], namespace["loss"]
+    assert 0 < reg.last_penalty <= 1
+    plain = nn.functional.cross_entropy(namespace["model"](namespace["x"]), namespace["y"])
+    assert loss.requires_grad and float(loss.detach()) != float(plain.detach())
