@@ -273,13 +273,12 @@ def summarize(res: Results, config: LocalityConfig, level_name: str, on: str,
                  f"{level_name}s {levels}, mean over {seeds} seeds", on,
                  why if tuple(levels) != reported_levels or why else None),
     ]
-    for a, level in enumerate(levels):
-        for b in sorted({0, best}):
-            m, s = pct(a, b)
-            res.headline.append(Headline(
-                f"accuracy_{level_name}{level}_c{coefs[b]:g}", m,
-                f"test accuracy (%) at {level_name} {level}, coefficient {coefs[b]:g}: mean; "
-                f"std over {seeds} seeds {s}", on))
+    for b, which in ((0, "without"), (best, "with")):
+        stds = [pct(a, b)[1] for a in range(len(levels))]
+        res.headline.append(Headline(
+            f"accuracy_{which}_reg_std", None if None in stds else tuple(stds),
+            f"std over {seeds} seeds of the test accuracy (%) {which} the regularizer "
+            f"(coefficient {coefs[b]:g}) at {level_name}s {levels}", on))
     a = len(levels) - 1
     for key, what in (("penalty", "held-out penalty at the far patches (1: no interaction)"),
                       ("interaction", "share of the output variance over (x_I, x_J) not additive")):
