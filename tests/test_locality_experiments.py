@@ -68,3 +68,9 @@ def test_small_cnn_finds_longer_paths_harder():
                            test_samples=1000, epochs=6, proxy_images=1, proxy_grid=2)
     acc = exp.run(cfg, None).arrays["accuracy"][:, 0]  # (lengths, seeds)
     assert acc[0].mean() > acc[1].mean() + 0.05, acc
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tables_hold_no_nan(name, quick_runs):
+    for row in quick_runs[name].tables["runs"]:
+        assert all(v is None or not isinstance(v, float) or np.isfinite(v) for v in row.values())

@@ -228,7 +228,9 @@ def run_grid(config: LocalityConfig, progress: Progress, levels: list[int], leve
                           "seconds": time.process_time() - started}
                 for key, v in values.items():
                     arrays[key][a, b, c] = v
-                rows.append(row | {"status": "done"} | {k: values[k] for k in values if k != "epochs"})
+                rows.append(row | {"status": "done"} | {
+                    k: (None if not np.isfinite(v) else float(v)) for k, v in values.items()
+                    if k != "epochs"})
     res.tables = {"runs": rows}
     res.arrays = {**arrays, "levels": np.asarray(levels), "coefficients": np.asarray(coefs)}
     return res
@@ -314,6 +316,9 @@ def plot_grid(results: Results, out_dir, stem: str, level_name: str, title: str,
     axes[0].set_ylabel("test accuracy (%)")
     axes[0].set_title(title)
     axes[0].legend(fontsize=7)
+    inter = np.asarray(results.arrays["interaction"], dtype=float)
+    if np.all(inter[np.isfinite(inter)] > 0):
+        axes[1].set_yscale("log")
     axes[1].set_ylabel("non-additive share of output variance")
     axes[1].set_title("interaction across far patches (held out)")
     if samples is not None:
