@@ -124,7 +124,7 @@ def _train(config: LocalityConfig, data: Data, coefficient: float, seed: int,
         coefficient, RandomPatches(config.patch_size, config.reg_distance, config.adjacent),
         generator=torch.Generator().manual_seed(seed))
     order = np.random.default_rng(seed)
-    k = config.reg_samples or config.batch_size
+    k = config.reg_samples or config.batch_size  # 0: the whole batch
     step, perfect_since, penalties = 0, None, []
     for epoch in range(1, config.epochs + 1):
         correct, penalties = 0, []

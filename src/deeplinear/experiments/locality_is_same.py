@@ -137,7 +137,8 @@ EXPERIMENT = register(
         paper={"distances": [0, 40, 80, 120, 160], "canvas_height": 224, "canvas_width": 224,
                "full_mnist": True, "coefficients": [0.0, 0.1, 1.0], "seeds": 3,
                "train_samples": 5000, "test_samples": 10000, "model": "resnet18",
-               "epochs": 150, "patience": 20, "device": "cuda", "threads": 16},
+               "epochs": 150, "patience": 20, "reg_samples": 0, "device": "cuda",
+               "threads": 16},
         question="Does a ResNet's Is-Same-Class accuracy fall with the distance between the two "
         "images, and does the input-gradient-change regularizer recover it?",
         reported={

@@ -21,7 +21,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import Field, field_validator
 
-from deeplinear.config import NonEmptyList
+from deeplinear.config import NonEmptyList, NonNegativeFloat
 from deeplinear.experiments._locality_config import LocalityConfig
 from deeplinear.experiments.base import Experiment, NullProgress, Progress, Reported, Results, register
 
@@ -34,6 +34,9 @@ REPORTED_LENGTHS = (3, 5, 7, 9)
 class PathfinderLocalityConfig(LocalityConfig):
     """Pathfinder images and the training grid (see ``LocalityConfig`` for the training)."""
 
+    coefficients: NonEmptyList[NonNegativeFloat] = Field(
+        [0.0, 3.0], description="regularization coefficients; 0 (no regularizer) must be one "
+        "(RMC22: 0, 3, 9)")
     lengths: NonEmptyList[Annotated[int, Field(strict=True, ge=1, le=30)]] = Field(
         [3, 6, 9], description="path lengths in dashes (RMC22: 3, 5, 7, 9)")
     image_size: Annotated[int, Field(strict=True, ge=32, le=512)] = Field(
@@ -125,7 +128,7 @@ EXPERIMENT = register(
         paper={"lengths": [3, 5, 7, 9], "coefficients": [0.0, 3.0, 9.0], "seeds": 3,
                "train_samples": 10000, "test_samples": 10000, "image_size": 150,
                "model": "resnet18", "epochs": 150, "patience": 20, "patch_size": 4,
-               "device": "cuda", "threads": 16},
+               "reg_samples": 0, "device": "cuda", "threads": 16},
         question="Does a ResNet's Pathfinder accuracy fall with path length, and does the "
         "input-gradient-change regularizer recover it?",
         reported={
