@@ -196,7 +196,16 @@ def run_grid(config: LocalityConfig, progress: Progress, levels: list[int], leve
     Arrays: ``accuracy``, ``train_accuracy``, ``penalty``, ``interaction``, ``effective_rank``
     and ``epochs`` of shape ``(levels, coefficients, seeds)`` (NaN where a run diverged),
     ``levels`` and ``coefficients``."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
+    try:
+        return _grid(config, progress, levels, level_name, load, name)
+    finally:
+        torch.set_num_threads(threads)  # leave the caller's setting as it was
+
+
+def _grid(config: LocalityConfig, progress: Progress, levels: list[int], level_name: str,
+          load: Callable[[int], Data], name: str) -> Results:
     coefs, seeds = config.coefficients, [config.seed + s for s in range(config.seeds)]
     shape = (len(levels), len(coefs), len(seeds))
     arrays = {k: np.full(shape, np.nan) for k in ("accuracy", "train_accuracy", "train_penalty",
