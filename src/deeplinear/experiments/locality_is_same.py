@@ -105,7 +105,8 @@ def run(config: IsSameLocalityConfig, progress: Progress | None = None) -> Resul
           f"{config.train_samples} train / {config.test_samples} test pairs per distance")
     summarize(res, config, "distance", on, (0, 40, 80, 120, 160), why)
     first, last = load(config.distances[0]), load(config.distances[-1])
-    res.arrays["samples"] = np.concatenate([first.test_x[0, 0], last.test_x[0, 0]], axis=0)
+    gap = np.full((2, config.canvas_width), 0.5, dtype=np.float32)  # a grey bar between the two
+    res.arrays["samples"] = np.concatenate([first.test_x[0, 0], gap, last.test_x[0, 0]], axis=0)
     res.arrays["sample_labels"] = np.array([first.test_y[0], last.test_y[0]])
     res.notes.append(why)
     return res

@@ -94,9 +94,11 @@ def run(config: PathfinderLocalityConfig, progress: Progress | None = None) -> R
 
     samples = [pathfinder(config.train_samples + config.test_samples, L, spec=_spec(config),
                           seed=config.seed) for L in config.lengths]
-    res.arrays["samples"] = np.stack([np.concatenate([x[i, 0] for i in range(2)], axis=1)
-                                      for x, _ in samples])
-    res.arrays["sample_labels"] = np.stack([y[:2] for _, y in samples])
+    picks = [[int(np.argmax(y == 1)), int(np.argmax(y == 0))] for _, y in samples]
+    gap = np.full((config.image_size, 2), 0.5, dtype=np.float32)  # a grey bar between the two
+    res.arrays["samples"] = np.stack([np.concatenate([x[i, 0], gap, x[j, 0]], axis=1)
+                                      for (x, _), (i, j) in zip(samples, picks, strict=True)])
+    res.arrays["sample_labels"] = np.stack([y[p] for (_, y), p in zip(samples, picks, strict=True)])
     res.notes.append(why or "RMC22's sizes")
     return res
 
@@ -109,7 +111,7 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
     samples = np.asarray(results.arrays["samples"])[-1]
     labels = np.asarray(results.arrays["sample_labels"])[-1]
     length = int(np.asarray(results.arrays["levels"])[-1])
-    titles = [f"length {length}, label {int(v)}" for v in labels]
+    titles = [f"length {length}: {'same path' if v else 'two paths'}" for v in labels]
     return plot_grid(results, out_dir, "locality_pathfinder", "path length (dashes)",
                      "Pathfinder", samples, titles)
 
