@@ -44,6 +44,7 @@ def test_contract_arrays_and_figure(name, quick_runs, tmp_path):
     ("locality-pathfinder", {"lengths": [3, 3]}, "lengths"),
     ("locality-pathfinder", {"image_size": 16}, "image_size"),
     ("locality-is-same", {"distances": [0, 40]}, "distances"),
+    ("locality-is-same", {"digit_pool": 3}, "digit_pool"),
     ("locality-is-same", {"coefficients": [-1.0, 0.0]}, "coefficients"),
     ("locality-is-same", {"reg_samples": 1}, "reg_samples"),
 ])

@@ -63,11 +63,14 @@ def _resnet(channels: int, widths: tuple[int, ...], blocks: tuple[int, ...], ste
 
 
 def small_resnet(channels: int, width: int, outputs: int = 1) -> nn.Sequential:
-    """A 3x3 stem, then three stages of one basic block (``width``, ``2 width``, ``4 width``
-    channels, stride 2 from the second), global average pooling and a linear head."""
+    """A 3x3 stem, then four stages of one basic block (``width`` to ``8 width`` channels,
+    stride 2 from the second), global average pooling and a linear head. Its receptive field
+    is 49 pixels wide: on inputs up to about that size some units see the whole input, so the
+    network can relate any two regions (a narrower one could not: global average pooling and a
+    linear head make the output a sum of functions of windows of the receptive field's size)."""
     stem = nn.Sequential(nn.Conv2d(channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
                          nn.ReLU())
-    return _resnet(channels, (width, 2 * width, 4 * width), (1, 1, 1), stem, outputs)
+    return _resnet(channels, (width, 2 * width, 4 * width, 8 * width), (1, 1, 1, 1), stem, outputs)
 
 
 def resnet18(channels: int, outputs: int = 1) -> nn.Sequential:

@@ -16,7 +16,7 @@ from deeplinear.config import (
     Seed,
 )
 
-__all__ = ["LocalityConfig"]
+__all__ = ["Count", "LocalityConfig"]
 
 Count = Annotated[int, Field(strict=True, ge=2, le=100_000)]
 
