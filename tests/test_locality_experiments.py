@@ -75,3 +75,14 @@ def test_small_cnn_finds_longer_paths_harder():
 def test_tables_hold_no_nan(name, quick_runs):
     for row in quick_runs[name].tables["runs"]:
         assert all(v is None or not isinstance(v, float) or np.isfinite(v) for v in row.values())
+
+
+def test_cuda_preset_without_a_device_says_so():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    exp = REGISTRY["locality-pathfinder"]
+    cfg = exp.config_model(**{**exp.quick, "device": "cuda"})
+    with pytest.raises(ValueError, match="no CUDA device"):
+        exp.run(cfg, None)

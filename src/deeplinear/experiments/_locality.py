@@ -199,6 +199,8 @@ def run_grid(config: LocalityConfig, progress: Progress, levels: list[int], leve
     Arrays: ``accuracy``, ``train_accuracy``, ``penalty``, ``interaction``, ``effective_rank``
     and ``epochs`` of shape ``(levels, coefficients, seeds)`` (NaN where a run diverged),
     ``levels`` and ``coefficients``."""
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError('device = "cuda" but PyTorch sees no CUDA device; use --set device="cpu"')
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
