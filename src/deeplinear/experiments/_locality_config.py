@@ -56,7 +56,8 @@ class LocalityConfig(ConfigModel):
     proxy_grid: Annotated[int, Field(strict=True, ge=2, le=256)] = Field(
         8, description="replacements of x_I and of x_J in the proxy's output matrix")
     threads: Annotated[int, Field(strict=True, ge=1, le=256)] = Field(
-        2, description="torch CPU threads (torch.set_num_threads)")
+        1, description="torch CPU threads (torch.set_num_threads); 1 by default: on a busy "
+        "2-core machine a second thread mostly waits for the first")
     device: Literal["cpu", "cuda"] = Field("cpu")
 
     @field_validator("reg_samples")
