@@ -9,6 +9,9 @@ matrix when the hidden width is at least ``min(in, out)``, §2.1); they change t
 from balanced factors, gradient descent moves ``W_{1:N}`` by the preconditioned end-to-end rule
 of §2.6. ``collapse(model)`` multiplies the factors back into plain layers for inference.
 
+The same module re-exports the locality regularizer of §E8 (``GradientChangeRegularizer``,
+``gradient_change_penalty`` and the patch samplers, from :mod:`deeplinear.torch_locality`).
+
 Needs the optional extra: ``pip install "deeplinear[torch]"``. Example::
 
     import torch
@@ -43,7 +46,25 @@ __all__ = [
     "dense_l2",
     "end_to_end_weights",
     "overparameterize",
+    # the locality regularizer (§E8), defined in deeplinear.torch_locality
+    "FixedPatches",
+    "GradientChangeRegularizer",
+    "Patch",
+    "RandomPatches",
+    "adjacent_patches",
+    "gradient_change_penalty",
+    "separation_matrix",
 ]
+
+from deeplinear.torch_locality import (  # noqa: E402  (re-exported: one import for PyTorch users)
+    FixedPatches,
+    GradientChangeRegularizer,
+    Patch,
+    RandomPatches,
+    adjacent_patches,
+    gradient_change_penalty,
+    separation_matrix,
+)
 
 Init = Literal["balanced", "identity", "random"]
 INITS = ("balanced", "identity", "random")

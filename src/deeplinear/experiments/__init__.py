@@ -21,3 +21,5 @@ from deeplinear.experiments import tensor_dynamics  # noqa: E402, F401  (registe
 from deeplinear.experiments import tensor_natural  # noqa: E402, F401  (registers "tensor-natural")
 from deeplinear.experiments import completion_benchmark  # noqa: E402, F401  (registers "completion-benchmark")
 from deeplinear.experiments import init_balance  # noqa: E402, F401  (registers "init-balance")
+from deeplinear.experiments import locality_pathfinder  # noqa: E402, F401  (registers "locality-pathfinder")
+from deeplinear.experiments import locality_is_same  # noqa: E402, F401  (registers "locality-is-same")
