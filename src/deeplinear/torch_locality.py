@@ -32,11 +32,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-try:
+from deeplinear._optional import needs_extra
+
+with needs_extra("deeplinear.torch_locality"):
     import torch
     from torch import nn
-except ImportError:  # pragma: no cover - exercised only without the extra
-    raise ImportError("deeplinear.torch needs PyTorch: pip install 'deeplinear[torch]'") from None
 
 __all__ = [
     "FixedPatches",
