@@ -88,6 +88,17 @@ def _in_run(saved: Saved, exp: str) -> bool:
     return start - 1 <= saved.status(exp)["started"] <= end + 1
 
 
+def measured_where(saved: Saved, exp: str) -> str:
+    """The machine line of the default run, or, for an experiment saved from a run of its own
+    (after the default run), that run's date and that its load was not recorded."""
+    if _in_run(saved, exp):
+        return machine_line(saved)
+    run, st = saved.run(), saved.status(exp)
+    day = dt.datetime.fromtimestamp(st["started"], dt.UTC).strftime("%Y-%m-%d")
+    return (f"{run['machine']}, {day}, in a run of its own after the default run, on a machine "
+            "shared with other jobs (load not recorded)")
+
+
 def block_demo_timing(saved: Saved) -> str:
     run = saved.run()
     exps = _by_time(saved)
@@ -430,7 +441,8 @@ def block_fig1_cnn_models(saved: Saved) -> str:
         f"{sci(s['collapse_max_rel_diff'], 2)} relative (float32).",
     ]
     return (f"Default size ({cfg['steps']:,} iterations, {cfg['seeds']} seeds; "
-            f"{round(st['seconds'])} s of wall time on a {machine_line(saved)}).\n\n{body}\n\n"
+            f"{round(st['seconds'])} s of wall time on a {measured_where(saved, 'fig1-cnn')})."
+            f"\n\n{body}\n\n"
             + "\n".join(lines))
 
 
@@ -654,7 +666,7 @@ def block_completion_benchmark(saved: Saved) -> str:
     losses = "; ".join(n for n in summ.get("notes", []) if not n.startswith("movielens")) or "none"
     sizes = _measured_on(saved, exp).split("sizes: ")[-1]
     return (f"Default size ({sizes}; {seconds(st['seconds'])} on a "
-            f"{machine_line(saved)}); held-out RMSE / held-out std, the lowest in bold:\n\n"
+            f"{measured_where(saved, exp)}); held-out RMSE / held-out std, the lowest in bold:\n\n"
             f"{body}\n\n"
             f"Goal (depth 3 lowest at 90% and 95% missing on at least two of mnist, photo, "
             f"digits): met on {head['depth3_datasets_won']} of 3. Worst ratio of depth 3's error "
