@@ -55,7 +55,8 @@ def add(id_: str, args: list[str], env: dict[str, str] | None = None,
 # ------------------------------------------------------------------ every field of every experiment
 
 ZERO_OK = {"seed", "weight_decay", "nuclear_tol", "dxd", "momentum", "noise", "dropout",
-           "positive_label", "holdout"}  # 0 is valid
+           "positive_label", "holdout", "patience", "reg_distance", "reg_samples",
+           "coefficients", "distances"}  # 0 (or [0] for a list) is valid
 NESTED_LIST = "[" * DEEP + "]" * DEEP
 NESTED_TABLE = "{a = " * DEEP + "1" + "}" * DEEP
 
@@ -101,7 +102,8 @@ def _field_values(name: str, kind: str) -> list[str]:
     if kind == "str":
         values += ['""', f'"{"p" * 5000}"', "[]"]
     if kind == "list":
-        values += ["[]", "[true, false]", "[inf]", "[nan]", "[-1]", "[0]", f"[{HUGE_INT}]",
+        values += ["[]", "[true, false]", "[inf]", "[nan]", "[-1]",
+                   *([] if name in ZERO_OK else ["[0]"]), f"[{HUGE_INT}]",
                    "[" + ", ".join(["2"] * 2000) + "]", '["a"]', "[[2]]", "5"]
     return values
 

@@ -310,5 +310,5 @@ def test_cli_sweep_table_has_a_column_per_grid_value(fakes, tmp_path, monkeypatc
 def test_grid_experiment_name_did_you_mean(fakes, tmp_path) -> None:
     grid = load_grid(_grid(tmp_path, 'experiment = "SweepFake"\n'))
     with pytest.raises(ConfigError, match=r"^experiment 'SweepFake' is not registered; "
-                                          r"did you mean 'sweepfake'\? \(known: "):
+                                          r"did you mean 'sweepfake'\? \(see `deeplinear list`\)$"):
         expand(grid)

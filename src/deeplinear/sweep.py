@@ -113,8 +113,10 @@ def get_experiment(name: str, module: str | None = None) -> Experiment:
     if name not in registry:
         known = one_line(", ".join(sorted(registry)) or "none", 150)
         guess = suggest_experiment(name, registry)
-        hint = f"; did you mean {short(guess)}?" if guess is not None else ""
-        raise ConfigError(f"experiment {short(name)} is not registered{hint} (known: {known}); "
+        if guess is not None:  # the suggestion alone: the whole list no longer fits one line
+            raise ConfigError(f"experiment {short(name)} is not registered; did you mean "
+                              f"{short(guess)}? (see `deeplinear list`)")
+        raise ConfigError(f"experiment {short(name)} is not registered (known: {known}); "
                           "see `deeplinear list`")
     return registry[name]
 
