@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 import json
@@ -42,6 +43,7 @@ FAKE_SOURCE = textwrap.dedent('''
         model_config = ConfigDict(extra="forbid")
         depth: int = Field(2, ge=1)
         diverge: bool = False
+        partial: bool = False
         train: Train = Train()
 
     def run(config, progress):
@@ -55,6 +57,9 @@ FAKE_SOURCE = textwrap.dedent('''
                       arrays={"loss": loss}, summary=summary)
         if config.diverge:
             res.diverged("depth 3, seed 0", 12)
+        if config.partial:  # one of two sub-runs diverged: the other is a valid result
+            res.subruns = 2
+            res.diverged("depth 3, seed 1", 7)
         return res
 
     def make_plot(stem):
@@ -159,7 +164,7 @@ def test_run_end_to_end(fakes, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     assert "final_loss" in res.stdout
     saved = tomllib.loads((out / "config.toml").read_text())
-    assert saved == {"depth": 3, "diverge": False, "train": {"steps": 30, "lr": 0.2}}
+    assert saved == {"depth": 3, "diverge": False, "partial": False, "train": {"steps": 30, "lr": 0.2}}
     assert json.loads((out / "status.json").read_text())["status"] == "done"
     assert (out / "figures" / "curve_a.png").exists() and (out / "figures" / "curve_a.pdf").exists()
     assert (out / "loss.csv").read_text().count("\n") == 31
@@ -349,9 +354,30 @@ def test_run_refuses_foreign_out_dir(fakes, tmp_path) -> None:
     assert (tmp_path / "mine.txt").read_text() == "precious"
 
 
-def test_reproduce_continues_past_a_failing_experiment(fakes, tmp_path, monkeypatch) -> None:
-    import dataclasses
+def test_reproduce_names_a_partial_experiment_and_exits_0(fakes, tmp_path) -> None:
+    res = runner.invoke(app, ["run", "clifake-a", "--quick", "--set", "partial=true", "--out",
+                              str(tmp_path / "r")])
+    assert res.exit_code == 1 and "clifake-a partial" in res.stderr  # run: not done -> 1
+    # reproduce: the report is the job; a partial experiment is named with its sub-run and step
+    REGISTRY["clifake-a"] = dataclasses.replace(
+        REGISTRY["clifake-a"], quick={**REGISTRY["clifake-a"].quick, "partial": True})
+    res = runner.invoke(app, ["reproduce", "--quick", "--only", "clifake-a", "--no-verify",
+                              "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert "note: clifake-a partial" in res.stderr
+    assert "depth 3, seed 1: diverged at step 7" in res.stderr
+    assert json.loads((tmp_path / "d" / "clifake-a" / "status.json").read_text())["status"] \
+        == "partial"
+    # diverged (no valid result) is still a failure of the main job
+    REGISTRY["clifake-a"] = dataclasses.replace(
+        REGISTRY["clifake-a"], quick={**REGISTRY["clifake-a"].quick, "diverge": True,
+                                      "partial": False})
+    res = runner.invoke(app, ["reproduce", "--quick", "--only", "clifake-a", "--no-verify",
+                              "--out", str(tmp_path / "e")])
+    assert res.exit_code == 1 and "1 experiment(s) not done" in res.stderr
 
+
+def test_reproduce_continues_past_a_failing_experiment(fakes, tmp_path, monkeypatch) -> None:
     def broken(config, progress):
         raise RuntimeError("experiment crashed")
 
