@@ -291,7 +291,7 @@ def main() -> None:
         torch.set_num_threads(1)
         torch.set_num_interop_threads(1)
         device_line = (f"{cpu_name()}, CPU time of the process, one thread each (torch "
-                       "set_num_threads(1); XLA intra-op parallelism 1, Eigen single-threaded)")
+                       "set_num_threads(1); XLA's Eigen single-threaded; BLAS threads 1)")
     started = time.perf_counter()
     rows = load_rows(args.rows)
     dtypes = [] if args.rows else [np.dtype(d) for d in ("float32", "float64")
@@ -303,6 +303,7 @@ def main() -> None:
             rounds = (1 if args.quick else args.rounds + 2 if n <= 100
                       else 2 if n >= 2000 else args.rounds)
             row = measure(label, n, m, dims, dtype, rounds, not args.no_floor)
+            row["run"] = " ".join(sys.argv[1:])  # the options that measured it (for --rows)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.out:
@@ -313,15 +314,19 @@ def main() -> None:
     if args.no_write or args.quick:
         return
     load = os.getloadavg()
+    runs = list(dict.fromkeys(r.get("run") for r in rows))
     measured = (f"{time.perf_counter() - started:.0f} s of wall clock" if not args.rows else
                 "the rows of " + " and ".join(f"`--dtype {d}`" for d in
                                                dict.fromkeys(r["dtype"] for r in rows))
-                + " run side by side, then `--rows` to write this section")
+                + " run side by side, then `--rows` to write this section"
+                if None in runs else
+                "the rows of the runs with " + "; ".join(f"`{r}`" for r in runs)
+                + ", one after another, then `--rows` to write this section")
     section = (
         "## deeplinear against the plain PyTorch loop (benchmarks/bench_peer.py)\n\n"
         f"Date: {dt.date.today()}. Machine: {device_line}. JAX {jax.__version__}, "
         f"PyTorch {torch.__version__}, Python {sys.version.split()[0]}; native kernel: "
-        f"{_native.status()}, dense products above {_gemm_sizes()} by {_native.gemm_status()}"
+        f"{_native.status()}, dense products from {_gemm_sizes()} by {_native.gemm_status()}"
         f". Load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
         "(1 / 5 / 15 min) at the end.\n"
         f"Command: `.venv/bin/python benchmarks/bench_peer.py{' --large' if args.large else ''}`"
