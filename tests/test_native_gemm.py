@@ -173,6 +173,7 @@ def test_sparse_and_dense_steps_on_the_blas_match_xla(monkeypatch, dtype, rtol):
     def replicas(f):
         return jax.vmap(sp.value_and_factor_grads)(tuple(jnp.stack([w, -w]) for w in f))
 
+    monkeypatch.setattr(_native, "blas_threads", lambda: 1)  # as OPENBLAS_NUM_THREADS=1
     monkeypatch.setitem(_native.GEMM_MIN_FLOPS, np.dtype(dtype), 0)
     assert _uses_blas(sparse, fs) and _uses_blas(dense, fs) and _uses_blas(replicas, fs)
     on = [jax.jit(lambda f, fn=fn: fn(f))(fs) for fn in (sparse, dense, replicas)]
@@ -192,3 +193,29 @@ def test_products_below_the_threshold_stay_on_xla():
     assert not _uses_blas(nw._mm, a, a) and not _uses_blas(nw._mm_t, a, a)
     assert not _uses_blas(nw._t_mm, a, a)
     assert not nw._blas(2000, 2000, 2000, jnp.bfloat16)
+
+
+@needs_blas
+def test_products_stay_on_xla_while_the_blas_runs_several_threads(monkeypatch):
+    """Large products call the BLAS only while it runs one thread (its own pool would compete
+    with XLA's); the count is read when a function is traced."""
+    monkeypatch.setitem(_native.GEMM_MIN_FLOPS, np.dtype(np.float64), 0)
+    a = jnp.ones((40, 30))
+    for threads, expected in ((2, False), (None, False), (1, True)):
+        monkeypatch.setattr(_native, "blas_threads", lambda t=threads: t)
+        assert _native.gemm_preferred() is expected
+        assert _uses_blas(nw._mm_t, a, a) is expected and _uses_blas(nw._t_mm, a, a) is expected
+
+
+@needs_blas
+def test_blas_threads_follow_threadpoolctl():
+    """The count is SciPy's OpenBLAS's own, changed at run time by threadpoolctl (Linux wheels;
+    None where the library cannot be asked)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = _native.blas_threads()
+    if before is None:
+        pytest.skip("SciPy's BLAS cannot be asked for its threads here")
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        assert _native.blas_threads() == 1 and _native.gemm_preferred()
+    assert _native.blas_threads() == before
+    assert _native.gemm_status().startswith("SciPy's BLAS, ")

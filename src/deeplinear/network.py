@@ -105,9 +105,11 @@ _SMALL = 64  # m*k*n at or below which a product is written as a fusible multipl
 
 
 def _blas(m: int, k: int, n: int, dtype) -> bool:
-    """Whether an ``m x k`` times ``k x n`` product goes to the BLAS (``_native.gemm``: on CPU,
-    faster than XLA's dot for large float32/float64 products; XLA's dot elsewhere)."""
-    return 2 * m * k * n >= _native.GEMM_MIN_FLOPS.get(np.dtype(dtype), math.inf)
+    """Whether an ``m x k`` times ``k x n`` product goes to the BLAS (``_native.gemm``: on CPU
+    with a one-thread BLAS, faster than XLA's dot for large float32/float64 products; XLA's dot
+    elsewhere)."""
+    return (2 * m * k * n >= _native.GEMM_MIN_FLOPS.get(np.dtype(dtype), math.inf)
+            and _native.gemm_preferred(dtype))
 
 
 def _mm(a: jax.Array, b: jax.Array) -> jax.Array:

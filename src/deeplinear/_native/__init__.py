@@ -20,11 +20,10 @@ The same library holds a second kernel, :func:`gemm` (``gemm.cc``): a dense prod
 SciPy bundles; no new dependency), whose function pointers the library receives once at load.
 For large float64 products this BLAS is up to 25% faster than XLA:CPU's dot on the benchmark
 machine, one thread each (``benchmarks/bench_gemm.py``; BENCHMARKS.md), so ``network``'s
-products from :data:`GEMM_MIN_FLOPS` (per dtype) up use it on CPU; XLA's dot elsewhere, or where
-the kernel or SciPy's BLAS is unavailable (the same numbers to rounding). Its threads are the
-BLAS's own, as for ``scipy.linalg``: OpenBLAS reads ``OPENBLAS_NUM_THREADS`` (else
-``OMP_NUM_THREADS``, else one a core) at load, and ``threadpoolctl`` limits it at run time;
-benchmarks of one thread set it to 1 next to XLA's single-thread flags.
+products from :data:`GEMM_MIN_FLOPS` (per dtype) up use it on CPU when the BLAS runs one thread
+(``OPENBLAS_NUM_THREADS=1``, or ``threadpoolctl``; :func:`gemm_preferred`): its own thread pool
+would compete with XLA's. XLA's dot elsewhere: with more BLAS threads, on GPU, or where the
+kernel or SciPy's BLAS is unavailable (the same numbers to rounding).
 """
 
 from __future__ import annotations
@@ -45,8 +44,9 @@ import numpy as np
 
 from deeplinear._fetch import cache_dir as _cache_dir
 
-__all__ = ["COL_BLOCK", "GEMM_MIN_FLOPS", "ROW_BLOCK", "available", "cpu_model", "gemm",
-           "gemm_available", "gemm_status", "sddmm", "status", "tiled_order"]
+__all__ = ["COL_BLOCK", "GEMM_MIN_FLOPS", "ROW_BLOCK", "available", "blas_threads", "cpu_model",
+           "gemm", "gemm_available", "gemm_preferred", "gemm_status", "sddmm", "status",
+           "tiled_order"]
 
 ROW_BLOCK = 256  # rows of L a tile reads (256 rows x 1 KiB at width 128: in L2)
 COL_BLOCK = 16  # rows of R^T a tile reads (in L1 at width 128; measured best at 128 and 2000)
@@ -185,8 +185,45 @@ def gemm_available(dtype=np.float64) -> bool:
 
 def gemm_status() -> str:
     """Which BLAS :func:`gemm` calls, or why none (benchmark headers, bug reports)."""
-    _load_blas()
-    return str(_state["blas_why"])
+    if not _load_blas():
+        return str(_state["blas_why"])
+    threads = blas_threads()
+    count = ("threads unknown" if threads is None else
+             f"{threads} thread" + ("s" if threads != 1 else ""))
+    return f"{_state['blas_why']}, {count}"
+
+
+def blas_threads() -> int | None:
+    """The number of threads SciPy's OpenBLAS runs a product on now (``OPENBLAS_NUM_THREADS``,
+    ``threadpoolctl``), or None where it cannot be asked (another BLAS, another platform)."""
+    if "blas_lib" not in _state:
+        _state["blas_lib"] = None
+        try:
+            import scipy
+            from scipy.linalg import cython_blas  # noqa: F401  (loads SciPy's OpenBLAS)
+
+            libs = (Path(scipy.__file__).resolve().parent.parent / "scipy.libs").resolve()
+            with open("/proc/self/maps") as fh:  # the OpenBLAS SciPy has loaded (Linux wheels)
+                paths = {ln.split(None, 5)[-1].strip() for ln in fh if "openblas" in ln}
+            for path in sorted(p for p in paths if Path(p).parent == libs):
+                lib = ctypes.CDLL(path)
+                for name in ("scipy_openblas_get_num_threads", "openblas_get_num_threads"):
+                    if hasattr(lib, name):
+                        _state["blas_lib"] = getattr(lib, name)
+                        break
+        except (OSError, ImportError):
+            pass
+    get = _state["blas_lib"]
+    return int(get()) if get is not None else None
+
+
+def gemm_preferred(dtype=np.float64) -> bool:
+    """Whether ``network``'s large products should call :func:`gemm`: the kernel is available for
+    ``dtype`` and the BLAS runs one thread. With more threads the BLAS's own pool would compete
+    with XLA's for the cores (on the shared 2-core benchmark machine, default threads: the sparse
+    step at n = 2,000 took 1.74 s of wall clock through the BLAS against 1.67 s on XLA's dot, and
+    1.46 s with ``OPENBLAS_NUM_THREADS=1``), so XLA's dot keeps those products."""
+    return gemm_available(dtype) and blas_threads() == 1
 
 
 def _xla_product(a, b, trans_a: bool, trans_b: bool):
