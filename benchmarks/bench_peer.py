@@ -39,6 +39,8 @@ if "--device" not in sys.argv or "cpu" in sys.argv[sys.argv.index("--device") + 
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_cpu_multi_thread_eigen=false"
                                " intra_op_parallelism_threads=1")
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"  # SciPy's BLAS, which deeplinear's large products call, too
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -272,7 +274,12 @@ def main() -> None:
     ap.add_argument("--out", default="", help="also write the rows as JSON to this file")
     ap.add_argument("--no-floor", action="store_true", help="skip the floor pieces")
     ap.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--xla-dot", action="store_true",
+                    help="deeplinear's dense products on XLA's dot only (the BLAS kernel of "
+                         "deeplinear._native off), for comparison")
     args = ap.parse_args()
+    if args.xla_dot:
+        _native.GEMM_MIN_FLOPS.clear()
     import torch
 
     if args.device == "gpu":
@@ -284,7 +291,7 @@ def main() -> None:
         torch.set_num_threads(1)
         torch.set_num_interop_threads(1)
         device_line = (f"{cpu_name()}, CPU time of the process, one thread each (torch "
-                       "set_num_threads(1); XLA intra-op parallelism 1, Eigen single-threaded)")
+                       "set_num_threads(1); XLA's Eigen single-threaded; BLAS threads 1)")
     started = time.perf_counter()
     rows = load_rows(args.rows)
     dtypes = [] if args.rows else [np.dtype(d) for d in ("float32", "float64")
@@ -296,6 +303,7 @@ def main() -> None:
             rounds = (1 if args.quick else args.rounds + 2 if n <= 100
                       else 2 if n >= 2000 else args.rounds)
             row = measure(label, n, m, dims, dtype, rounds, not args.no_floor)
+            row["run"] = " ".join(sys.argv[1:])  # the options that measured it (for --rows)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.out:
@@ -306,15 +314,20 @@ def main() -> None:
     if args.no_write or args.quick:
         return
     load = os.getloadavg()
+    runs = list(dict.fromkeys(r.get("run") for r in rows))
     measured = (f"{time.perf_counter() - started:.0f} s of wall clock" if not args.rows else
                 "the rows of " + " and ".join(f"`--dtype {d}`" for d in
                                                dict.fromkeys(r["dtype"] for r in rows))
-                + " run side by side, then `--rows` to write this section")
+                + " run side by side, then `--rows` to write this section"
+                if None in runs else
+                "the rows of the runs with " + "; ".join(f"`{r}`" for r in runs)
+                + ", one after another, then `--rows` to write this section")
     section = (
         "## deeplinear against the plain PyTorch loop (benchmarks/bench_peer.py)\n\n"
         f"Date: {dt.date.today()}. Machine: {device_line}. JAX {jax.__version__}, "
         f"PyTorch {torch.__version__}, Python {sys.version.split()[0]}; native kernel: "
-        f"{_native.status()}. Load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+        f"{_native.status()}, dense products from {_gemm_sizes()} by {_native.gemm_status()}"
+        f". Load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
         "(1 / 5 / 15 min) at the end.\n"
         f"Command: `.venv/bin/python benchmarks/bench_peer.py{' --large' if args.large else ''}`"
         f" ({measured}). Per step: "
@@ -322,6 +335,13 @@ def main() -> None:
         "Gaussian init of scale 1e-2, lr 1e-3, the same factors and data for both.\n\n"
         f"{table}\n")
     write_section("bench_peer", section)
+
+
+def _gemm_sizes() -> str:
+    """The sizes from which deeplinear's products call the BLAS, for the section header."""
+    sizes = [f"{round((v / 2) ** (1 / 3))}^3 in {d.name}"
+             for d, v in sorted(_native.GEMM_MIN_FLOPS.items(), key=lambda kv: kv[0].name)]
+    return "m k n = " + ", ".join(sizes) if sizes else "none (--xla-dot)"
 
 
 def load_rows(paths) -> list[dict]:

@@ -53,3 +53,12 @@ def test_bench_peer_quick():
 def test_bench_cnn_quick():
     out = _run_quick("bench_cnn.py")
     assert "| jax (patch products) |" in out and "| torch |" in out
+
+
+def test_bench_gemm_quick():
+    """Every library's product at n = 64, deeplinear's BLAS kernel among them where built."""
+    from deeplinear import _native
+
+    out = _run_quick("bench_gemm.py")
+    assert "| 64 | float64 |" in out and "| 64 | float32 |" in out and "scipy ?gemm" in out
+    assert ("deeplinear gemm a^T @ b" in out) == _native.gemm_available()

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
+from deeplinear import _native
 from deeplinear._dtype import as_float, float_dtype
 
 __all__ = [
@@ -103,12 +104,23 @@ def dims_of(factors: Factors) -> tuple[int, ...]:
 _SMALL = 64  # m*k*n at or below which a product is written as a fusible multiply-and-sum
 
 
+def _blas(m: int, k: int, n: int, dtype) -> bool:
+    """Whether an ``m x k`` times ``k x n`` product goes to the BLAS (``_native.gemm``: on CPU
+    with a one-thread BLAS, faster than XLA's dot for large float32/float64 products; XLA's dot
+    elsewhere)."""
+    return (2 * m * k * n >= _native.GEMM_MIN_FLOPS.get(np.dtype(dtype), math.inf)
+            and _native.gemm_preferred(dtype))
+
+
 def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
     """``a @ b``; for tiny matrices an elementwise multiply-and-sum that XLA fuses with the
     surrounding elementwise work (a separate dot kernel per 2x2 product costs more than the
-    arithmetic; measured in benchmarks/bench_train.py)."""
+    arithmetic; measured in benchmarks/bench_train.py); for large ones the BLAS
+    (``_native.gemm``)."""
     if a.shape[-2] * a.shape[-1] * b.shape[-1] <= _SMALL:
         return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+    if _blas(a.shape[-2], a.shape[-1], b.shape[-1], a.dtype):
+        return _native.gemm(a, b)
     return a @ b
 
 
@@ -122,6 +134,8 @@ def _mm_t(a: jax.Array, b: jax.Array) -> jax.Array:
     used elsewhere, one dense product more per step)."""
     if a.shape[-2] * a.shape[-1] * b.shape[-2] <= _SMALL:
         return _mm(a, _t(b))
+    if _blas(a.shape[-2], a.shape[-1], b.shape[-2], a.dtype):
+        return _native.gemm(a, b, trans_b=True)
     return jnp.einsum("...ij,...kj->...ik", a, b)
 
 
@@ -129,6 +143,8 @@ def _t_mm(a: jax.Array, b: jax.Array) -> jax.Array:
     """``a^T @ b`` as one contraction over the first matrix axes (see :func:`_mm_t`)."""
     if a.shape[-2] * a.shape[-1] * b.shape[-1] <= _SMALL:
         return _mm(_t(a), b)
+    if _blas(a.shape[-1], a.shape[-2], b.shape[-1], a.dtype):
+        return _native.gemm(a, b, trans_a=True)
     return jnp.einsum("...ji,...jk->...ik", a, b)
 
 

@@ -14,6 +14,16 @@ FFI headers and cached in ``$DEEPLINEAR_CACHE`` (default ``$XDG_CACHE_HOME/deepl
 no compiler works, or with ``DEEPLINEAR_NATIVE=0``, :func:`available` is False and the sparse step
 uses XLA's gathers or a dense product instead (the same numbers to rounding). Off CPU (GPU/TPU)
 :func:`sddmm` runs XLA's gathers (``lax.platform_dependent``).
+
+The same library holds a second kernel, :func:`gemm` (``gemm.cc``): a dense product
+``op(a) @ op(b)`` through SciPy's BLAS ``?gemm`` (``scipy.linalg.cython_blas``, the OpenBLAS
+SciPy bundles; no new dependency), whose function pointers the library receives once at load.
+For large float64 products this BLAS is up to 25% faster than XLA:CPU's dot on the benchmark
+machine, one thread each (``benchmarks/bench_gemm.py``; BENCHMARKS.md), so ``network``'s
+products from :data:`GEMM_MIN_FLOPS` (per dtype) up use it on CPU when the BLAS runs one thread
+(``OPENBLAS_NUM_THREADS=1``, or ``threadpoolctl``; :func:`gemm_preferred`): its own thread pool
+would compete with XLA's. XLA's dot elsewhere: with more BLAS threads, on GPU, or where the
+kernel or SciPy's BLAS is unavailable (the same numbers to rounding).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -33,15 +44,25 @@ import numpy as np
 
 from deeplinear._fetch import cache_dir as _cache_dir
 
-__all__ = ["COL_BLOCK", "ROW_BLOCK", "available", "cpu_model", "sddmm", "status", "tiled_order"]
+__all__ = ["COL_BLOCK", "GEMM_MIN_FLOPS", "ROW_BLOCK", "available", "blas_threads", "cpu_model",
+           "gemm", "gemm_available", "gemm_preferred", "gemm_status", "sddmm", "status",
+           "tiled_order"]
 
 ROW_BLOCK = 256  # rows of L a tile reads (256 rows x 1 KiB at width 128: in L2)
 COL_BLOCK = 16  # rows of R^T a tile reads (in L1 at width 128; measured best at 128 and 2000)
-_SOURCE = Path(__file__).with_name("sddmm.cc")
+# 2 m k n at or above which network's products call gemm: where SciPy's BLAS was no slower than
+# XLA's dot, one thread each (benchmarks/bench_gemm.py, BENCHMARKS.md); float64: 0-15% faster
+# from 400^3 (a^T b: 10-15%) and 17-25% from 1400^3 up; float32: 0-5% slower up to 1000^3,
+# 0-10% faster from 1400^3
+GEMM_MIN_FLOPS = {np.dtype(np.float64): 2 * 512**3, np.dtype(np.float32): 2 * 1200**3}
+_SOURCES = (Path(__file__).with_name("sddmm.cc"), Path(__file__).with_name("gemm.cc"))
 _FLAGS = ("-std=c++17", "-O3", "-march=native", "-fopenmp-simd", "-shared", "-fPIC", "-w")
 _TARGETS = {np.dtype(np.float32): "deeplinear_sddmm_f32", np.dtype(np.float64): "deeplinear_sddmm_f64"}
-_SYMBOLS = {"deeplinear_sddmm_f32": "DeeplinearSddmmF32", "deeplinear_sddmm_f64": "DeeplinearSddmmF64"}
-_state: dict[str, object] = {}  # "ok" and "why" once _load has run
+_GEMM_TARGETS = {np.dtype(np.float32): "deeplinear_gemm_f32",
+                 np.dtype(np.float64): "deeplinear_gemm_f64"}
+_SYMBOLS = {"deeplinear_sddmm_f32": "DeeplinearSddmmF32", "deeplinear_sddmm_f64": "DeeplinearSddmmF64",
+            "deeplinear_gemm_f32": "DeeplinearGemmF32", "deeplinear_gemm_f64": "DeeplinearGemmF64"}
+_state: dict[str, object] = {}  # "ok" and "why" once _load has run; "blas" once _load_blas has
 _registered: list[ctypes.CDLL] = []  # the loaded library, once its targets are registered
 
 
@@ -64,7 +85,8 @@ def _build() -> Path:
     if not compiler:
         raise RuntimeError("no C++ compiler (set CXX or install g++)")
     key = hashlib.sha256("\0".join([
-        _SOURCE.read_text(), compiler, *_FLAGS, jaxlib.__version__, cpu_model(),
+        *(src.read_text() for src in _SOURCES), compiler, *_FLAGS, jaxlib.__version__,
+        cpu_model(),
     ]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"sddmm-{key}.so"
     if target.exists():
@@ -73,7 +95,7 @@ def _build() -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [compiler, *_FLAGS, "-I", jax.ffi.include_dir(), str(_SOURCE), "-o", tmp]
+        cmd = [compiler, *_FLAGS, "-I", jax.ffi.include_dir(), *map(str, _SOURCES), "-o", tmp]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(f"{Path(compiler).name} failed: {done.stderr.strip()[-300:]}")
@@ -114,6 +136,135 @@ def status() -> str:
     """Why the kernel is, or is not, in use (for benchmark headers and bug reports)."""
     _load()
     return str(_state["why"])
+
+
+# the C signature of scipy.linalg.cython_blas's ?gemm (Fortran-style, 32-bit integers), as its
+# capsules name it; any other signature leaves gemm unused
+_GEMM_SIGNATURE = ("void (char *, char *, int *, int *, int *, {t} *, {t} *, int *, {t} *, "
+                   "int *, {t} *, {t} *, int *)")
+
+
+def _blas_pointers() -> tuple[int, int]:
+    """The addresses of SciPy's ``dgemm`` and ``sgemm`` (``scipy.linalg.cython_blas``)."""
+    from scipy.linalg import cython_blas
+
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    out = []
+    for name, letter in (("dgemm", "d"), ("sgemm", "s")):
+        capsule = cython_blas.__pyx_capi__[name]
+        signature = get_name(capsule)
+        expected = _GEMM_SIGNATURE.format(t=f"__pyx_t_5scipy_6linalg_11cython_blas_{letter}")
+        if signature is None or signature.decode() != expected:
+            raise RuntimeError(f"scipy.linalg.cython_blas.{name} has an unexpected signature")
+        out.append(get_pointer(capsule, signature))
+    return out[0], out[1]
+
+
+def _load_blas() -> bool:
+    if "blas" in _state:
+        return bool(_state["blas"])
+    if not _load():
+        _state.update(blas=False, blas_why=str(_state["why"]))
+        return False
+    try:
+        dgemm, sgemm = _blas_pointers()
+        _registered[0].deeplinear_set_blas(ctypes.c_void_p(dgemm), ctypes.c_void_p(sgemm))
+        _state.update(blas=True, blas_why="SciPy's BLAS")
+    except (ImportError, KeyError, AttributeError, OSError, RuntimeError) as e:
+        _state.update(blas=False, blas_why=f"no BLAS: {e}")
+    return bool(_state["blas"])
+
+
+def gemm_available(dtype=np.float64) -> bool:
+    """Whether :func:`gemm` runs SciPy's BLAS for ``dtype`` (float32/float64) on CPU."""
+    return np.dtype(dtype) in _GEMM_TARGETS and _load_blas()
+
+
+def gemm_status() -> str:
+    """Which BLAS :func:`gemm` calls, or why none (benchmark headers, bug reports)."""
+    if not _load_blas():
+        return str(_state["blas_why"])
+    threads = blas_threads()
+    count = ("threads unknown" if threads is None else
+             f"{threads} thread" + ("s" if threads != 1 else ""))
+    return f"{_state['blas_why']}, {count}"
+
+
+def blas_threads() -> int | None:
+    """The number of threads SciPy's OpenBLAS runs a product on now (``OPENBLAS_NUM_THREADS``,
+    ``threadpoolctl``), or None where it cannot be asked (another BLAS, another platform)."""
+    if "blas_lib" not in _state:
+        _state["blas_lib"] = None
+        try:
+            import scipy
+            from scipy.linalg import cython_blas  # noqa: F401  (loads SciPy's OpenBLAS)
+
+            libs = (Path(scipy.__file__).resolve().parent.parent / "scipy.libs").resolve()
+            with open("/proc/self/maps") as fh:  # the OpenBLAS SciPy has loaded (Linux wheels)
+                paths = {ln.split(None, 5)[-1].strip() for ln in fh if "openblas" in ln}
+            for path in sorted(p for p in paths if Path(p).parent == libs):
+                lib = ctypes.CDLL(path)
+                for name in ("scipy_openblas_get_num_threads", "openblas_get_num_threads"):
+                    if hasattr(lib, name):
+                        _state["blas_lib"] = getattr(lib, name)
+                        break
+        except (OSError, ImportError):
+            pass
+    get = _state["blas_lib"]
+    return int(get()) if get is not None else None
+
+
+def gemm_preferred(dtype=np.float64) -> bool:
+    """Whether ``network``'s large products should call :func:`gemm`: the kernel is available for
+    ``dtype`` and the BLAS runs one thread. With more threads the BLAS's own pool would compete
+    with XLA's for the cores (on the shared 2-core benchmark machine, default threads: the sparse
+    step at n = 2,000 took 1.74 s of wall clock through the BLAS against 1.67 s on XLA's dot, and
+    1.46 s with ``OPENBLAS_NUM_THREADS=1``), so XLA's dot keeps those products."""
+    return gemm_available(dtype) and blas_threads() == 1
+
+
+def _xla_product(a, b, trans_a: bool, trans_b: bool):
+    return jnp.einsum(f"...{'ji' if trans_a else 'ij'},...{'kj' if trans_b else 'jk'}->...ik", a, b)
+
+
+def _blas_product(a, b, trans_a: bool, trans_b: bool):
+    batch = jnp.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    rank = len(batch) + 2
+    a = a.reshape((1,) * (rank - a.ndim) + a.shape)  # leading axes of size 1: the kernel
+    b = b.reshape((1,) * (rank - b.ndim) + b.shape)  # broadcasts them
+    shape = batch + (a.shape[-1] if trans_a else a.shape[-2], b.shape[-2] if trans_b else b.shape[-1])
+    call = jax.ffi.ffi_call(_GEMM_TARGETS[np.dtype(a.dtype)], jax.ShapeDtypeStruct(shape, a.dtype),
+                            vmap_method="expand_dims")
+    return call(a, b, trans_a=trans_a, trans_b=trans_b)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _gemm(a, b, trans_a, trans_b):
+    return jax.lax.platform_dependent(
+        a, b, cpu=lambda x, y: _blas_product(x, y, trans_a, trans_b),
+        default=lambda x, y: _xla_product(x, y, trans_a, trans_b))
+
+
+@_gemm.defjvp
+def _gemm_jvp(trans_a, trans_b, primals, tangents):
+    # the product is bilinear: its tangent is two products, written as XLA dots so that reverse
+    # mode can transpose them
+    (a, b), (da, db) = primals, tangents
+    out = _gemm(a, b, trans_a, trans_b)
+    return out, _xla_product(da, b, trans_a, trans_b) + _xla_product(a, db, trans_a, trans_b)
+
+
+def gemm(a: jax.Array, b: jax.Array, trans_a: bool = False, trans_b: bool = False) -> jax.Array:
+    """``op(a) @ op(b)`` with ``op(x) = x^T`` (the last two axes) where ``trans_*``, leading axes
+    broadcast as in ``jnp.matmul``: SciPy's BLAS on CPU for float32/float64 where the kernel is
+    built, XLA's dot elsewhere (same numbers to rounding). Differentiable (forward and reverse)
+    and batched by ``jax.vmap`` (one BLAS call per batch member)."""
+    if a.dtype != b.dtype or not gemm_available(a.dtype):
+        return _xla_product(a, b, trans_a, trans_b)
+    return _gemm(a, b, bool(trans_a), bool(trans_b))
 
 
 def tiled_order(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
