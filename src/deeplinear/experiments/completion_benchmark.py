@@ -731,7 +731,8 @@ EXPERIMENT = register(
         plot=plot,
         quick={"datasets": ["photo"], "missing_rates": [0.9], "photo_rows": 24,
                "max_steps": 1000, "methods": ["depth1", "depth3", "softimpute", "knn"]},
-        paper={"missing_rates": [0.5, 0.8, 0.9, 0.95], "mnist_source": "full", "mnist_digits": 10_000, "photo_rows": 192,
+        paper={"missing_rates": [0.5, 0.8, 0.9, 0.95], "mnist_source": "full",
+               "mnist_digits": 10_000, "photo_rows": 192,
                "digits_count": 1797, "n": 300, "movielens_folds": 5,
                "rating_methods": list(RATING_METHODS)},
         question="With default settings, does depth-3 matrix factorization complete real matrices "
