@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/deeplinear reproduce --out runs/demo --cpus 1
+	$(BIN)/deeplinear reproduce --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -577,32 +577,6 @@ def verify_cmd(
         raise typer.Exit(1)
 
 
-def limit_cpus(n: int | None) -> None:
-    """Keep this process (its threads now and those it starts: XLA's, PyTorch's) on ``n`` of the
-    CPUs it may use (``os.sched_setaffinity``), or change nothing for ``None``.
-
-    Why: on a machine whose other cores are busy, XLA:CPU's threads wait for each other at every
-    parallel operation; on the 2-core machine of BENCHMARKS.md with one other single-thread job,
-    the default fig3 took 59 s of wall clock (62 s of CPU) and 10 s on one CPU (10 s idle on two).
-    """
-    if n is None:
-        return
-    import os
-
-    if not hasattr(os, "sched_setaffinity"):
-        raise ConfigError("--cpus: this platform cannot restrict a process's CPUs (Linux can); "
-                          "leave --cpus out")
-    allowed = sorted(os.sched_getaffinity(0))
-    if n > len(allowed):
-        raise ConfigError(f"--cpus {n}: this process may use {len(allowed)} CPU(s); "
-                          f"use --cpus 1..{len(allowed)}")
-    mask = set(allowed[:n])
-    tasks = Path("/proc/self/task")
-    for tid in ([int(t) for t in os.listdir(tasks)] if tasks.is_dir() else [0]):
-        with suppress(OSError):  # a thread that ended meanwhile
-            os.sched_setaffinity(tid, mask)
-
-
 @app.command("reproduce", epilog=_examples("reproduce"))
 @one_line_errors
 def reproduce_cmd(
@@ -613,16 +587,12 @@ def reproduce_cmd(
         list[str] | None, typer.Option("--only", help="Only this experiment (repeatable).")
     ] = None,
     verify: Annotated[bool, typer.Option(help="Run the theory checks too.")] = True,
-    cpus: Annotated[int | None, typer.Option(
-        min=1, help="Run on this many of the CPUs the process may use (Linux; default: all).")
-    ] = None,
 ) -> None:
     """The main job: every registered experiment, the theory checks, then the report.
 
     Default sizes finish in minutes on 2 CPU cores; --paper uses the notes' sizes. Finished runs
     with the same config are kept, so an interrupted reproduce resumes where it stopped.
     """
-    limit_cpus(cpus)
     preset = _preset(quick, paper)
     registry = load_experiments()
     names = list(only) if only else list(registry)
