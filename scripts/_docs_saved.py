@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 DEFAULT = RESULTS / "default"
 EXPERIMENTS = ("fig1-regression", "fig1-cnn", "fig2", "fig3", "norms", "tensor-completion", "tensor-dynamics",
-               "tensor-natural", "completion-benchmark", "init-balance")
+               "tensor-natural", "completion-benchmark", "init-balance", "locality-pathfinder",
+               "locality-is-same")
 
 
 # --------------------------------------------------------------------------- saved results
